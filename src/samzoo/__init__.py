@@ -1,0 +1,28 @@
+"""samzoo: Segment-Anything microscopy models as a model zoo.
+
+Importing samzoo first makes torchvision importable when its compiled ops are broken (see
+``samzoo._torchvision_fix``); on a healthy install that step does nothing.
+"""
+
+from ._torchvision_fix import ensure_torchvision_importable
+
+ensure_torchvision_importable()
+
+from .errors import CheckpointError, InputError, ModelNotFoundError, SamzooError  # noqa: E402
+from .models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .models.config import ModelConfig, preset  # noqa: E402
+from .models.model import SamzooModel  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "InputError",
+    "ModelConfig",
+    "ModelNotFoundError",
+    "SamzooError",
+    "SamzooModel",
+    "load_checkpoint",
+    "preset",
+    "save_checkpoint",
+]
