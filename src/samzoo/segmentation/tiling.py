@@ -1,0 +1,170 @@
+"""Tile grid with halo, for images too large to encode at once.
+
+Why: SAM encodes a 1024x1024 input; a 4096x4096 image shrunk to that size loses small cells, and
+its features for the whole image would not fit in memory on small machines. Instead the image is
+cut into tiles; each tile is processed together with a *halo* of surrounding context (the outer
+block), and only the tile's own part (the inner block) of the result is kept, so that predictions
+near tile borders still see their neighbourhood. The per-pixel decoder outputs are stitched into
+full-size maps and the watershed (``ais``) then runs once on those maps, so objects crossing tile
+borders are never cut. Only one tile's features exist at a time.
+
+Geometry: inner blocks partition the image on a regular grid of ``tile_shape`` (the last row and
+column may be smaller); the outer block is the inner block grown by ``halo`` on every side and
+clipped to the image, so blocks at the image border have less context on the outside.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: ``outer`` and ``inner`` are slices in image coordinates, ``inner_local`` selects
+    the inner block inside the outer block (i.e. in a prediction made on ``image[outer]``)."""
+
+    index: int
+    grid_position: tuple[int, ...]
+    outer: tuple[slice, ...]
+    inner: tuple[slice, ...]
+    inner_local: tuple[slice, ...]
+
+    @property
+    def outer_shape(self) -> tuple[int, ...]:
+        return tuple(s.stop - s.start for s in self.outer)
+
+    @property
+    def inner_shape(self) -> tuple[int, ...]:
+        return tuple(s.stop - s.start for s in self.inner)
+
+
+def _positive_ints(name: str, values: Sequence[int], minimum: int) -> tuple[int, ...]:
+    try:
+        items = tuple(values)
+    except TypeError:
+        raise InputError(f"{name} must be a sequence of integers, got {values!r}") from None
+    if not items or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        raise InputError(f"{name} must be a non-empty sequence of integers, got {values!r}")
+    if any(v < minimum for v in items):
+        raise InputError(f"{name} values must be >= {minimum}, got {items}")
+    return tuple(int(v) for v in items)
+
+
+class TileGrid:
+    """The tiles covering an image of ``shape`` (spatial axes only, e.g. ``(H, W)``).
+
+    ``halo`` may be at most half the tile per axis: beyond that each block is mostly context and
+    the work more than doubles, which is almost always swapped arguments, not intent.
+    """
+
+    def __init__(self, shape: Sequence[int], tile_shape: Sequence[int], halo: Sequence[int] | int = 0) -> None:
+        self.shape = _positive_ints("shape", shape, 1)
+        self.tile_shape = _positive_ints("tile_shape", tile_shape, 1)
+        halo_values = (halo,) * len(self.shape) if isinstance(halo, (int, np.integer)) else halo
+        self.halo = _positive_ints("halo", halo_values, 0)
+        if not len(self.shape) == len(self.tile_shape) == len(self.halo):
+            raise InputError(
+                f"shape {self.shape}, tile_shape {self.tile_shape} and halo {self.halo} need the same number of axes"
+            )
+        too_big = [(t, h) for t, h in zip(self.tile_shape, self.halo) if 2 * h > t]
+        if too_big:
+            raise InputError(
+                f"halo {self.halo} is more than half of tile_shape {self.tile_shape}; swapped arguments?"
+            )
+        self.grid_shape = tuple(math.ceil(s / t) for s, t in zip(self.shape, self.tile_shape))
+
+    def __len__(self) -> int:
+        return math.prod(self.grid_shape)
+
+    def __repr__(self) -> str:
+        return f"TileGrid(shape={self.shape}, tile_shape={self.tile_shape}, halo={self.halo})"
+
+    def tile(self, index: int) -> Tile:
+        """Tile number ``index`` in row-major order over the grid."""
+        if not 0 <= index < len(self):
+            raise InputError(f"tile index {index} outside 0..{len(self) - 1}")
+        position = tuple(int(p) for p in np.unravel_index(index, self.grid_shape))
+        outer, inner, local = [], [], []
+        for p, size, tile, halo in zip(position, self.shape, self.tile_shape, self.halo):
+            start, stop = p * tile, min((p + 1) * tile, size)
+            outer_start, outer_stop = max(start - halo, 0), min(stop + halo, size)
+            inner.append(slice(start, stop))
+            outer.append(slice(outer_start, outer_stop))
+            local.append(slice(start - outer_start, stop - outer_start))
+        return Tile(index, position, tuple(outer), tuple(inner), tuple(local))
+
+    def __iter__(self) -> Iterator[Tile]:
+        return (self.tile(i) for i in range(len(self)))
+
+
+def iter_tiles(
+    shape: Sequence[int], tile_shape: Sequence[int], halo: Sequence[int] | int = 0
+) -> Iterator[Tile]:
+    """Iterate over the tiles of ``TileGrid(shape, tile_shape, halo)``."""
+    return iter(TileGrid(shape, tile_shape, halo))
+
+
+def stitch_into(out: np.ndarray, tile_prediction: np.ndarray, tile: Tile) -> None:
+    """Write the inner part of a prediction made on the tile's outer block into ``out``.
+
+    The spatial axes are the trailing ones; leading axes (e.g. decoder channels) must agree, so
+    ``out`` of shape ``(3, H, W)`` takes predictions of shape ``(3, *tile.outer_shape)``.
+    """
+    if not (hasattr(out, "shape") and hasattr(out, "ndim") and hasattr(out, "__setitem__")):
+        raise InputError(f"output must be a writable array, got {type(out).__name__}")
+    ndim = len(tile.outer)
+    prediction = np.asarray(tile_prediction)
+    if prediction.ndim < ndim or tuple(prediction.shape[prediction.ndim - ndim :]) != tile.outer_shape:
+        raise InputError(
+            f"tile prediction of shape {prediction.shape} does not end with the outer block shape {tile.outer_shape}"
+        )
+    if out.ndim != prediction.ndim or out.shape[: out.ndim - ndim] != prediction.shape[: prediction.ndim - ndim]:
+        raise InputError(
+            f"output of shape {out.shape} and tile prediction of shape {prediction.shape} differ in their leading axes"
+        )
+    spatial = out.shape[out.ndim - ndim :]
+    if any(s.stop > size for s, size in zip(tile.inner, spatial)):
+        raise InputError(f"tile {tile.inner} lies outside the output's spatial shape {spatial}")
+    lead = (slice(None),) * (out.ndim - ndim)
+    out[lead + tile.inner] = prediction[lead + tile.inner_local]
+
+
+def apply_tiled(
+    function: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    tile_shape: Sequence[int],
+    halo: Sequence[int] | int = 0,
+    *,
+    spatial_ndim: int = 2,
+    progress: bool = False,
+) -> np.ndarray:
+    """Run ``function`` on each outer block of ``image`` and stitch the inner parts.
+
+    The first ``spatial_ndim`` axes of ``image`` are spatial (so an ``(H, W, 3)`` image is cut
+    along H and W); ``function`` receives ``image[tile.outer]`` and returns an array whose
+    trailing axes are the outer block's spatial shape (e.g. ``(3, h, w)`` decoder outputs). The
+    output is allocated from the first result, so only one tile's intermediate results exist at a
+    time. For any ``function`` whose output at a pixel depends only on inputs within ``halo``, the
+    result equals running ``function`` on the whole image.
+    """
+    image = np.asarray(image)
+    if not 1 <= spatial_ndim <= image.ndim:
+        raise InputError(f"spatial_ndim {spatial_ndim} does not fit an image with {image.ndim} axes")
+    grid = TileGrid(image.shape[:spatial_ndim], tile_shape, halo)
+    out: np.ndarray | None = None
+    for tile in tqdm(grid, total=len(grid), desc="tiles", disable=not progress):
+        prediction = np.asarray(function(image[tile.outer]))
+        if out is None:
+            leading = prediction.shape[: max(prediction.ndim - spatial_ndim, 0)]
+            out = np.zeros(leading + grid.shape, dtype=prediction.dtype)
+        stitch_into(out, prediction, tile)
+    assert out is not None  # a grid always has at least one tile
+    return out
+
