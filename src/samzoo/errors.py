@@ -15,3 +15,27 @@ class CheckpointError(SamzooError):
 
 class ModelNotFoundError(SamzooError, LookupError):
     """An ID or path that does not resolve to a model."""
+
+
+class CardError(SamzooError, ValueError):
+    """A model card with missing required fields or invalid values (the message lists all of them)."""
+
+
+class PublishError(SamzooError):
+    """Publishing to Zenodo or Hugging Face stopped for a reason the user can fix (token, metadata, state)."""
+
+
+class RegistryError(SamzooError, ValueError):
+    """A model registry file (shipped or user-supplied) that breaks the registry format."""
+
+
+class DownloadError(ModelNotFoundError):
+    """A model file that could not be downloaded (HTTP error, timeout, broken transfer); nothing was cached."""
+
+
+class HashMismatchError(DownloadError):
+    """A downloaded file whose hash differs from the expected one; it was discarded, nothing was cached."""
+
+
+class OfflineError(ModelNotFoundError):
+    """A model that is not in the cache while offline mode (SAMZOO_OFFLINE=1) forbids downloading it."""
