@@ -73,7 +73,12 @@ def infer_config(sam_state: Mapping[str, torch.Tensor],
                  ais_state: Mapping[str, torch.Tensor] | None = None) -> ModelConfig:
     """Recover the architecture from weight shapes (plain SAM and micro-sam files carry none)."""
     if "image_encoder.patch_embed.seq.0.c.weight" in sam_state:
-        base = PRESETS["vit_t"]
+        from .tiny_vit import infer_tiny_vit_settings
+
+        base = PRESETS["vit_t"].replace(
+            tiny_vit=infer_tiny_vit_settings(sam_state),
+            prompt_embed_dim=int(sam_state["image_encoder.neck.0.weight"].shape[0]),
+        )
         return base.replace(ais_decoder=bool(ais_state), ais_initial_features=_initial_features(ais_state, base))
     try:
         proj = sam_state["image_encoder.patch_embed.proj.weight"]
