@@ -577,9 +577,25 @@ def _blur(rng: np.random.Generator, image: np.ndarray, blur_range: tuple[float, 
     return ndi.gaussian_filter(image, sigma)
 
 
+def _out_of_focus_glow(rng: np.random.Generator, signal: np.ndarray, r_mean: float) -> np.ndarray:
+    """Light from above and below the focal plane: a wide, dim halo around every object.
+
+    Real fluorescence nuclei stay clearly brighter than the background a few pixels outside the
+    annotated boundary (measured on DSB2018: 28% of object brightness 1 px out, 15% 3 px out);
+    without this halo a model learns "mask = everything bright" and draws fat masks on real data.
+    The labels are not changed: the boundary stays at the steep edge.
+    """
+    if rng.random() < 0.1:
+        return np.zeros_like(signal)
+    sigma = max(1.5, r_mean * rng.uniform(0.25, 0.8))
+    return np.float32(rng.uniform(0.4, 1.6)) * ndi.gaussian_filter(signal, sigma)
+
+
 def _render_fluorescence(rng, signal, fg, debris, config, r_mean):
     background = rng.uniform(0.01, 0.35) * (1.0 + rng.uniform(0.0, 0.4) * _smooth_noise(rng, config.shape, r_mean * 3))
-    image = np.clip(background, 0.0, None) + rng.uniform(0.4, 1.0) * signal + debris
+    brightness = rng.uniform(0.4, 1.0)
+    glow = _out_of_focus_glow(rng, signal, r_mean)
+    image = np.clip(background, 0.0, None) + brightness * (signal + glow) + debris
     image = _blur(rng, image * _illumination(rng, config.shape), config.blur_range)
     return _apply_noise(rng, image, _loguniform(rng, *config.photons_range))
 
