@@ -163,7 +163,8 @@ def watershed_from_decoder_outputs(
 
     mask = fg > params.foreground_threshold
     seeds = (center < params.center_distance_threshold) & (boundary < params.boundary_distance_threshold) & mask
-    markers, _ = ndimage.label(seeds)
+    # 8-connected seeds, as micro-sam labels them: a diagonal chain is one seed, not several.
+    markers, _ = ndimage.label(seeds, structure=np.ones((3, 3), dtype=bool))
     labels = watershed(boundary, markers=markers, mask=mask)
     if params.min_size > 0:
         labels = _remove_small(labels, boundary, mask, params.min_size)
