@@ -202,6 +202,9 @@ def save_checkpoint(model: SamzooModel, path: str | os.PathLike, *, half: bool =
     os.close(fd)
     try:
         torch.save(checkpoint_dict(model, half=half), tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared caches unreadable
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

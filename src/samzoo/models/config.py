@@ -95,13 +95,14 @@ PRESETS: dict[str, ModelConfig] = {
     # live in ``tiny_vit`` (defaults there); embed_dim/depth/num_heads here only describe the last stage.
     "vit_t": ModelConfig(name="vit_t", encoder="tiny_vit", embed_dim=320, depth=4, num_heads=10,
                          global_attn_indexes=()),
-    # Small SAM-architecture model: samzoo's shipped default is trained from this. 256 px input
-    # (16x16 token grid): on a shared 2-core CPU a 512 px training step took ~35 s, a 256 px one
-    # about a quarter of that, i.e. 4x more optimizer steps for the same compute; larger images
-    # are tiled at native resolution by the predictor (AUTO_TILE_FACTOR), so per-pixel detail
-    # is the same as at 512.
+    # Small SAM-architecture model: samzoo's shipped default (samzoo-lm-tiny) has this architecture.
+    # 256 px input with 8 px patches (32x32 tokens): a token sees what a 16 px token sees on a 2x
+    # upscaled image, as in μSAM (512 px images -> 1024 px input), which small nuclei need. Images
+    # larger than 1.5 x 256 px are tiled at native resolution by the predictor. Trained on CPU as a
+    # 16 px-patch model (4x cheaper steps), then converted (training.rescale) and finetuned.
     "tiny": ModelConfig(
-        name="tiny", img_size=256, embed_dim=192, depth=6, num_heads=6, global_attn_indexes=(2, 5),
+        name="tiny", img_size=256, patch_size=8, embed_dim=192, depth=6, num_heads=6,
+        global_attn_indexes=(2, 5),
         window_size=8, prompt_embed_dim=128, mask_decoder_mlp_dim=512, mask_decoder_heads=8,
         iou_head_hidden_dim=128, ais_initial_features=16, normalization="percentile",
     ),

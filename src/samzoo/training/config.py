@@ -1,0 +1,149 @@
+"""Training configuration: one dataclass, loadable from YAML, plus named presets.
+
+A config fully describes a run (model, data mix, prompts, optimiser, schedule, seed), and the
+exact config is written next to the run's checkpoints, so every trained model has a recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+FREEZABLE = ("image_encoder", "prompt_encoder", "mask_decoder", "ais_decoder")
+
+
+def _synthetic_source(**synthetic: Any) -> dict[str, Any]:
+    return {"kind": "synthetic", "weight": 1.0, "synthetic": synthetic}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs.
+
+    data / val_data: lists of sources, each ``{"kind": "synthetic", "weight": w, "synthetic":
+    {SyntheticConfig fields}}`` or ``{"kind": "folder", "weight": w, "images": DIR, "labels": DIR,
+    "pattern": "*.tif"}``; sources are mixed with probabilities proportional to the weights.
+    """
+
+    name: str = "run"
+    out_dir: str = "runs/run"
+    # model
+    model: str = "tiny"  # preset name in samzoo.models.config
+    model_changes: dict[str, Any] = field(default_factory=dict)
+    init_checkpoint: str | None = None  # None: train from scratch
+    freeze: list[str] = field(default_factory=list)  # any of FREEZABLE
+    lora_rank: int = 0  # > 0: LoRA of this rank on the image encoder's attention qkv (rest frozen)
+    lora_alpha: float | None = None  # LoRA scale = alpha / rank (default alpha = rank)
+    # data
+    data: list[dict[str, Any]] = field(default_factory=lambda: [_synthetic_source()])
+    val_data: list[dict[str, Any]] | None = None  # None: same sources as data, other seeds
+    patch_size: int = 512
+    min_objects: int = 1
+    augment: bool = True
+    batch_size: int = 1
+    n_val: int = 8
+    # interactive (SAM) training
+    n_objects: int = 8  # objects per image per iteration
+    n_sub_iterations: int = 8  # predictions per object: the first prompt + corrective rounds
+    box_probability: float = 0.5  # first prompt: box (else one positive point)
+    mask_prompt_probability: float = 0.5  # pass previous logits as mask prompt
+    interactive_weight: float = 1.0
+    ais_weight: float = 1.0
+    # optimisation
+    iterations: int = 1000
+    lr: float = 1e-5
+    warmup_iterations: int = 0  # linear lr warm-up from lr / warmup_iterations (from scratch)
+    weight_decay: float = 0.0
+    lr_patience: int = 3  # validations without improvement before the lr is reduced
+    lr_factor: float = 0.5
+    grad_clip: float | None = 1.0
+    # bookkeeping
+    seed: int = 0
+    threads: int = 2
+    val_every: int = 100
+    save_every: int = 50
+    log_every: int = 10
+    max_minutes: float | None = None  # stop (and save) after this much wall time
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.freeze) - set(FREEZABLE))
+        if bad:
+            raise InputError(f"cannot freeze {bad}; choose from {list(FREEZABLE)}")
+        for name in ("patch_size", "batch_size", "iterations", "n_sub_iterations", "val_every", "save_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.data:
+            raise InputError("data must list at least one source")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown training config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"training config not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a training config must be a YAML mapping")
+    return TrainConfig.from_dict(data)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> Path:
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path
+
+
+# Fluorescence mix of the light-microscopy default model (its bar is real fluorescence nuclei).
+_LM_MIX = {"styles": {"fluorescence": 1.0}, "kinds": {"nuclei": 0.9, "cells": 0.1}}
+
+PRESETS: dict[str, TrainConfig] = {
+    # seconds on a laptop CPU: a smoke test of the whole loop
+    "test": TrainConfig(
+        name="test", out_dir="runs/test", model="test", patch_size=128, iterations=20, lr=1e-3,
+        data=[_synthetic_source(radius_range=[4.0, 12.0])], n_objects=4, n_sub_iterations=3,
+        n_val=2, val_every=10, save_every=10, log_every=5,
+    ),
+    # about an hour on a shared 2-core CPU: the tiny architecture with 16 px patches from scratch,
+    # AIS first, interactive part reduced; then training.rescale.halve_patch_size and the
+    # finetune of recipes/samzoo-lm-tiny-patch8.yaml (the exact runs of the shipped model)
+    "tiny-cpu": TrainConfig(
+        name="samzoo-lm-tiny", out_dir="runs/default", model="tiny", model_changes={"patch_size": 16},
+        patch_size=256,
+        data=[_synthetic_source(**_LM_MIX)], iterations=6000, lr=4e-4, warmup_iterations=25,
+        n_objects=4, n_sub_iterations=2, ais_weight=2.0, n_val=8, val_every=100, save_every=25,
+        log_every=5, min_objects=3, lr_patience=4, max_minutes=86,
+    ),
+    # GPU: μSAM's recipe (8 objects, 8 sub-iterations, lr 1e-5) for finetuning a pretrained model
+    "finetune": TrainConfig(
+        name="finetune", out_dir="runs/finetune", model="vit_b", patch_size=1024, iterations=25000,
+        lr=1e-5, n_objects=25, n_sub_iterations=8, val_every=500, save_every=500, log_every=50,
+    ),
+}
+
+
+def preset_config(name: str, **changes: Any) -> TrainConfig:
+    if name not in PRESETS:
+        raise InputError(f"unknown training preset {name!r}; known: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **changes)

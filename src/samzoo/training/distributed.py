@@ -1,0 +1,42 @@
+"""Data-parallel training under ``torchrun`` (gloo on CPU, nccl on GPUs).
+
+``torchrun --nproc_per_node N -m samzoo.training.cli train CONFIG.yaml``: every rank draws its own
+batch (samples ``rank * batch_size ...`` of each step), ``DistributedDataParallel`` averages the
+gradients, rank 0 validates, logs and writes checkpoints, and the values that steer the loop (the
+validation metric for the lr schedule, the time limit) are broadcast from rank 0 so all ranks stay
+in step. Without ``torchrun`` (WORLD_SIZE unset or 1) every helper here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def distributed_context() -> tuple[int, int]:
+    """``(rank, world_size)``; initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def broadcast_float(value: float, src: int = 0) -> float:
+    if not _active():
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    dist.broadcast(t, src)
+    return float(t.item())
+
+
+def barrier() -> None:
+    if _active():
+        dist.barrier()

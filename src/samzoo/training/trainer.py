@@ -1,0 +1,334 @@
+"""The μSAM trainer: SAM (iterative prompts) and the AIS decoder trained jointly.
+
+Each iteration encodes the batch once; the AIS loss (torch-em's Dice-based distance loss) and the
+interactive loss (see ``interactive``) share that embedding, and one optimizer step updates both.
+Adam + ReduceLROnPlateau on the validation metric; ``best`` and ``latest`` checkpoints are samzoo
+checkpoints (atomic); the optimizer/scheduler/iteration state lives in a separate file read with
+``weights_only=True``; resume restores all of it, and because every batch and every prompt is a
+pure function of ``(seed, iteration)``, a resumed run continues exactly as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from ..models.checkpoint import load_checkpoint, save_checkpoint
+from ..models.config import preset
+from ..models.model import SamzooModel
+from .config import TrainConfig, save_config
+from .data import PatchSampler, build_source, fixed_samples, sample_batch
+from .interactive import interactive_loss, prompt_dice
+from .distributed import broadcast_float, barrier, distributed_context
+from .lora import apply_lora, has_lora, merge_lora
+from .losses import ais_loss_fn
+
+LATEST, BEST, STATE = "latest.pt", "best.pt", "latest_state.pt"
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def freeze(model: SamzooModel, parts: list[str]) -> None:
+    """Switch off gradients of the named parts (``image_encoder`` ... ``ais_decoder``; the AIS
+    decoder's own layers only, its encoder is the image encoder)."""
+    for part in parts:
+        if part == "ais_decoder":
+            params = [p for n, p in model.ais_decoder.named_parameters() if not n.startswith("encoder.")]
+        else:
+            params = list(getattr(model.sam, part).parameters())
+        for p in params:
+            p.requires_grad_(False)
+
+
+def build_sampler(config: TrainConfig, sources: list[dict[str, Any]], augment: bool) -> PatchSampler:
+    return PatchSampler(
+        sources=[build_source(s, config.patch_size) for s in sources],
+        weights=[float(s.get("weight", 1.0)) for s in sources],
+        patch_size=config.patch_size, min_objects=config.min_objects, augment=augment,
+    )
+
+
+class JointLoss(torch.nn.Module):
+    """The loss of one batch as a module (so it can be wrapped in DistributedDataParallel):
+    one encoder pass, the AIS loss and the interactive loss on the same embeddings."""
+
+    def __init__(self, model: SamzooModel, config: TrainConfig, sample_offset: int = 0):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.sample_offset = sample_offset  # distinct prompt randomness per DDP rank
+        self.ais_loss = ais_loss_fn()
+
+    def forward(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, model = self.config, self.model
+        images = batch["image"]
+        x, input_shape = model.preprocess(images)
+        embeddings = model.sam.image_encoder(x)
+        stats: dict[str, float] = {}
+        total = torch.zeros(())
+        if cfg.ais_weight > 0:
+            pred = model.decode_ais(embeddings, input_shape, tuple(images.shape[-2:]))
+            ais = self.ais_loss(pred, batch["target"])
+            total = total + cfg.ais_weight * ais
+            stats["loss_ais"] = float(ais.detach())
+        if cfg.interactive_weight > 0:
+            parts = []
+            for b in range(images.shape[0]):
+                rng = np.random.default_rng([cfg.seed, step, self.sample_offset + b, 7])
+                res = interactive_loss(
+                    model.sam, embeddings[b:b + 1], batch["labels"][b].numpy(), input_shape, rng,
+                    n_objects=cfg.n_objects, n_sub_iterations=cfg.n_sub_iterations,
+                    box_probability=cfg.box_probability, mask_prompt_probability=cfg.mask_prompt_probability)
+                if res is not None:
+                    parts.append(res)
+            if parts:
+                inter = torch.stack([p[0] for p in parts]).mean()
+                total = total + cfg.interactive_weight * inter
+                stats["loss_interactive"] = float(inter.detach())
+                for key in parts[0][1]:
+                    stats[key] = float(np.mean([p[1][key] for p in parts]))
+        stats["loss"] = float(total.detach())
+        return total, stats
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, *, resume: bool = True, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        torch.set_num_threads(config.threads)
+        self.out = Path(config.out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, self.out / "config.yaml")
+        self.iteration = 0
+        self.best_metric = math.inf
+        self.history: list[dict[str, float]] = []
+        self.train_seconds = 0.0
+        latest = self.ckpt_dir / LATEST
+        resuming = resume and latest.is_file() and (self.ckpt_dir / STATE).is_file()
+        if resuming:
+            self.model = load_checkpoint(latest)
+        elif config.init_checkpoint:
+            self.model = load_checkpoint(config.init_checkpoint)
+        else:
+            torch.manual_seed(config.seed)
+            self.model = SamzooModel(preset(config.model, **config.model_changes))
+        if self.model.ais_decoder is None and config.ais_weight > 0:
+            raise CheckpointError("the model has no AIS decoder; set ais_weight: 0 to train SAM only")
+        freeze(self.model, config.freeze)
+        if config.lora_rank > 0:
+            apply_lora(self.model, config.lora_rank, config.lora_alpha)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience)
+        if resuming:
+            self._load_state()
+        self.ais_loss = ais_loss_fn()
+        self.rank, self.world_size = distributed_context()
+        self.loss_module = JointLoss(self.model, config, sample_offset=self.rank * config.batch_size)
+        if self.world_size > 1:  # torchrun: gradients averaged over ranks, each rank its own batch
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.loss_module = DistributedDataParallel(self.loss_module, find_unused_parameters=True)
+        self.sampler = build_sampler(config, config.data, augment=config.augment)
+        self._val_sampler = None
+        self._val_set = None
+        self._writer = None
+
+    # ------------------------------------------------------------------ one step
+    def compute_loss(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss_module(batch, step)
+
+    def step(self, batch: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """One optimizer step on ``batch`` (default: the batch of the current iteration)."""
+        self.model.train()
+        if batch is None:
+            batch = sample_batch(self.sampler, self.config.seed, self.iteration, self.config.batch_size,
+                                 first=self.rank * self.config.batch_size)
+        loss, stats = self.compute_loss(batch, self.iteration)
+        warmup = self.config.warmup_iterations
+        if self.iteration < warmup:  # depends on the iteration only, so resume reproduces it
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr * (self.iteration + 1) / warmup
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            if self.config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+            self.optimizer.step()
+        self.iteration += 1
+        return stats
+
+    # ------------------------------------------------------------------ validation
+    def val_set(self) -> list[dict[str, np.ndarray]]:
+        if self._val_set is None:
+            sources = self.config.val_data or self.config.data
+            self._val_sampler = build_sampler(self.config, sources, augment=False)
+            self._val_set = fixed_samples(self._val_sampler, self.config.seed + 1, self.config.n_val)
+        return self._val_set
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        cfg, model = self.config, self.model
+        model.eval()
+        rows = []
+        for sample in self.val_set():
+            image = torch.from_numpy(sample["image"])[None]
+            x, input_shape = model.preprocess(image)
+            emb = model.sam.image_encoder(x)
+            row = {}
+            if model.ais_decoder is not None:
+                pred = model.decode_ais(emb, input_shape, tuple(image.shape[-2:]))
+                row["val_ais_loss"] = float(self.ais_loss(pred, torch.from_numpy(sample["target"])[None]))
+            dice = prompt_dice(model.sam, emb, sample["labels"], input_shape)
+            row.update({f"val_{k}": v for k, v in dice.items()})
+            rows.append(row)
+        out = {k: float(np.mean([r[k] for r in rows if k in r])) for k in {k for r in rows for k in r}}
+        metric = 0.0
+        if "val_ais_loss" in out and cfg.ais_weight > 0:
+            metric += cfg.ais_weight * out["val_ais_loss"]
+        if "val_dice_box" in out and cfg.interactive_weight > 0:
+            metric += cfg.interactive_weight * (1 - 0.5 * (out["val_dice_box"] + out["val_dice_point"]))
+        out["val_metric"] = metric
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def _stamp(self) -> None:
+        meta = dict(self.model.metadata)
+        meta["training"] = {"config": self.config.to_dict(), "iteration": self.iteration,
+                            "train_seconds": round(self.train_seconds, 1)}
+        self.model.metadata = meta
+
+    def exported_model(self) -> SamzooModel:
+        """The model as a plain samzoo model (LoRA merged into the qkv weights)."""
+        if not has_lora(self.model):
+            return self.model
+        return merge_lora(copy.deepcopy(self.model))
+
+    def save(self, best: bool = False) -> None:
+        self._stamp()
+        exported = self.exported_model()
+        save_checkpoint(exported, self.ckpt_dir / LATEST)
+        state = {
+            "iteration": self.iteration, "best_metric": self.best_metric,
+            "train_seconds": self.train_seconds,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+        }
+        if exported is not self.model:  # LoRA: keep the unmerged weights for an exact resume
+            state["model_raw"] = self.model.state_dict()
+        _atomic_torch_save(state, self.ckpt_dir / STATE)
+        if best:
+            save_checkpoint(exported, self.ckpt_dir / BEST)
+
+    def _load_state(self) -> None:
+        path = self.ckpt_dir / STATE
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model_iter = self.model.metadata.get("training", {}).get("iteration")
+        if model_iter is not None and model_iter != state["iteration"]:
+            raise CheckpointError(f"{path} (iteration {state['iteration']}) does not belong to "
+                                  f"{LATEST} (iteration {model_iter})")
+        if "model_raw" in state:
+            self.model.load_state_dict(state["model_raw"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.iteration = int(state["iteration"])
+        self.best_metric = float(state["best_metric"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.history = list(state.get("history", []))
+
+    # ------------------------------------------------------------------ logging
+    def _log(self, record: dict[str, float]) -> None:
+        self.history.append(record)
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.out / "logs"))
+            except ImportError:  # pragma: no cover
+                self._writer = False
+        if self._writer:
+            for k, v in record.items():
+                if k != "iteration":
+                    self._writer.add_scalar(k, v, record["iteration"])
+            self._writer.flush()
+
+    def write_curves(self) -> None:
+        from .curves import plot_history
+
+        (self.out / "history.json").write_text(json.dumps(self.history))
+        plot_history(self.history, self.out / "curves.png")
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, iterations: int | None = None) -> dict[str, float]:
+        """Train until ``iterations`` (default: config.iterations) or ``max_minutes``."""
+        from tqdm import tqdm
+
+        cfg = self.config
+        end = cfg.iterations if iterations is None else iterations
+        start_time = time.time()
+        running: dict[str, list[float]] = {}
+        last: dict[str, float] = {}
+        main = self.rank == 0  # only rank 0 validates, logs and writes files
+        bar = tqdm(total=end, initial=self.iteration, desc=cfg.name, disable=not (self.progress and main), unit="it")
+        while self.iteration < end:
+            t0 = time.time()
+            stats = self.step()
+            self.train_seconds += time.time() - t0
+            for k, v in stats.items():
+                running.setdefault(k, []).append(v)
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.1e}")
+            it = self.iteration
+            if main and (it % cfg.log_every == 0 or it == end):
+                last = {k: float(np.mean(v)) for k, v in running.items()}
+                self._log({"iteration": it, "lr": self.optimizer.param_groups[0]["lr"],
+                           "sec_per_it": self.train_seconds / max(it, 1), **last})
+                running = {}
+            timed_out = cfg.max_minutes is not None and time.time() - start_time > 60 * cfg.max_minutes
+            timed_out = timed_out or (self.out / "STOP").exists()  # graceful stop on request
+            timed_out = bool(broadcast_float(float(timed_out)))  # all ranks stop together
+            is_best = False
+            if it % cfg.val_every == 0 or it == end or timed_out:
+                val = self.validate() if main else {}
+                metric = broadcast_float(val.get("val_metric", 0.0))  # same lr schedule on all ranks
+                self.scheduler.step(metric)
+                is_best = metric < self.best_metric
+                if is_best:
+                    self.best_metric = metric
+                if main:
+                    self._log({"iteration": it, **val})
+                    bar.write(f"[{it}] " + " ".join(f"{k}={v:.4f}" for k, v in sorted(val.items())))
+            if it % cfg.save_every == 0 or is_best or it == end or timed_out:
+                if main:
+                    self.save(best=is_best)
+                    self.write_curves()
+                barrier()
+            if timed_out:
+                bar.write(f"stopping at iteration {it} (time limit or {self.out / 'STOP'})")
+                break
+        bar.close()
+        if self._writer:
+            self._writer.close()
+            self._writer = None
+        return last

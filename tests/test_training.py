@@ -1,0 +1,276 @@
+"""Training: data, targets, prompts, the joint SAM + AIS trainer, resume, freezing, checkpoints.
+
+Everything runs on preset("test") models and 64 px synthetic images so the file stays fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import samzoo  # noqa: F401  (torchvision fix first)
+from samzoo import load_checkpoint
+from samzoo.errors import InputError
+from samzoo.training.config import TrainConfig, load_config, preset_config, save_config
+from samzoo.training.data import PatchSampler, FolderSource, SyntheticSource, random_patch, sample_batch
+from samzoo.training.prompts import box_from_mask, corrective_points, point_in_mask
+from samzoo.training.targets import ais_target
+from samzoo.training.trainer import Trainer
+
+SMALL = {"radius_range": [4.0, 9.0], "density_range": [0.2, 0.4], "empty_probability": 0.0}
+
+
+def small_config(tmp_path, **changes) -> TrainConfig:
+    base = dict(
+        name="t", out_dir=str(tmp_path / "run"), model="test", model_changes={"img_size": 64},
+        patch_size=64, data=[{"kind": "synthetic", "weight": 1.0, "synthetic": SMALL}],
+        iterations=4, lr=1e-3, n_objects=3, n_sub_iterations=2, n_val=1, val_every=1000,
+        save_every=2, log_every=1, min_objects=2, seed=3, threads=1,
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ------------------------------------------------------------------ targets, prompts, data
+
+def test_ais_target_channels_follow_the_decoder_convention():
+    labels = np.zeros((40, 40), np.uint32)
+    labels[5:20, 5:20] = 1
+    labels[25:35, 22:38] = 2
+    labels[0:3, 0:3] = 3  # 9 px: below min_size 25, removed
+    cleaned, target = ais_target(labels)
+    assert target.shape == (3, 40, 40) and cleaned.max() == 2
+    fg, center, boundary = target
+    assert np.array_equal(fg > 0, cleaned > 0)
+    assert center[12, 12] < 0.1 and boundary[12, 12] < 0.1  # center of object 1
+    assert center[5, 5] > 0.8 and boundary[5, 5] > 0.8  # its corner
+    assert (center[cleaned == 0] == 1).all()
+
+
+def test_corrective_points_go_to_missed_and_wrongly_covered_pixels():
+    gt = np.zeros((1, 30, 30), bool)
+    gt[0, 5:20, 5:20] = True
+    pred = np.zeros_like(gt)
+    pred[0, 5:20, 5:12] = True  # right part missed
+    pred[0, 22:28, 22:28] = True  # wrongly covered blob
+    points, labels = corrective_points(gt, pred, np.random.default_rng(0))
+    (px, py), (nx, ny) = points[0].numpy().astype(int)
+    assert labels[0].tolist() == [1, 0]
+    assert gt[0, py, px] and not pred[0, py, px]
+    assert pred[0, ny, nx] and not gt[0, ny, nx]
+    # nothing to correct: both points are padding
+    _, labels = corrective_points(gt, gt.copy(), None)
+    assert labels[0].tolist() == [-1, -1]
+
+
+def test_box_and_point_prompts_lie_on_the_object():
+    mask = np.zeros((50, 60), bool)
+    mask[10:30, 20:45] = True
+    assert box_from_mask(mask).tolist() == [20, 10, 44, 29]
+    x, y = point_in_mask(mask).astype(int)
+    assert mask[y, x]
+
+
+def test_patches_are_padded_and_stacks_give_2d_slices(tmp_path):
+    import tifffile
+
+    image = np.random.default_rng(0).random((40, 50, 3), dtype=np.float32)
+    labels = np.ones((40, 50), np.int64)
+    img, lab = random_patch(image, labels, 64, np.random.default_rng(0))
+    assert img.shape == (64, 64, 3) and lab.shape == (64, 64) and lab[50:].max() == 0
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    stack = np.zeros((3, 32, 32), np.uint32)
+    stack[:, 4:14, 4:14] = 1
+    tifffile.imwrite(tmp_path / "images" / "a.tif", (stack * 100).astype(np.uint16), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", stack, photometric="minisblack")
+    src = FolderSource(tmp_path / "images", tmp_path / "labels")
+    image, lab = src.draw(np.random.default_rng(1))
+    assert image.shape == (32, 32) and lab.shape == (32, 32)
+    with pytest.raises(InputError):
+        FolderSource(tmp_path / "missing", tmp_path / "labels")
+
+
+def test_sampler_rejects_patches_with_too_few_objects_and_mixes_sources():
+    class Empty:
+        def draw(self, rng):
+            return np.zeros((64, 64), np.float32), np.zeros((64, 64), np.uint32)
+
+    synthetic = SyntheticSource(SMALL, shape=(64, 64))
+    sampler = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20)
+    for i in range(3):
+        sample = sampler.sample(np.random.default_rng(i))
+        assert sample["labels"].max() >= 2
+        assert sample["image"].shape == (3, 64, 64) and sample["target"].shape == (3, 64, 64)
+    a = sample_batch(sampler, 1, 5, 2)
+    b = sample_batch(sampler, 1, 5, 2)
+    assert torch.equal(a["image"], b["image"])  # batches are a function of (seed, step)
+    with pytest.raises(InputError):
+        PatchSampler([synthetic], [0.0])
+
+
+def test_config_yaml_round_trip_and_errors(tmp_path):
+    cfg = preset_config("tiny-cpu")
+    path = save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(path) == cfg
+    (tmp_path / "bad.yaml").write_text("iterationz: 3\n")
+    with pytest.raises(InputError, match="iterationz"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(InputError):
+        TrainConfig(freeze=["everything"])
+    with pytest.raises(InputError):
+        preset_config("nope")
+
+
+def test_shipped_recipe_loads():
+    from importlib import resources
+
+    path = resources.files("samzoo") / "training" / "recipes" / "samzoo-lm-tiny.yaml"
+    cfg = load_config(str(path))
+    assert cfg.model == "tiny" and cfg.init_checkpoint is None
+
+
+# ------------------------------------------------------------------ the trainer
+
+def test_loss_goes_down_on_a_fixed_batch(tmp_path):
+    trainer = Trainer(small_config(tmp_path, lr=3e-3), progress=False)
+    batch = sample_batch(trainer.sampler, 0, 0, 1)
+    stats = [trainer.step(batch) for _ in range(20)]
+    losses = [s["loss"] for s in stats]
+    assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4]), losses
+    assert stats[-1]["loss_ais"] < 0.8 * stats[0]["loss_ais"]
+
+
+def test_fit_writes_checkpoints_logs_and_resumes_exactly(tmp_path):
+    cfg = small_config(tmp_path, iterations=4, val_every=2)
+    trainer = Trainer(cfg, progress=False)
+    trainer.fit()
+    ckpts = trainer.ckpt_dir
+    for name in ("latest.pt", "best.pt", "latest_state.pt"):
+        assert (ckpts / name).is_file()
+    run = tmp_path / "run"
+    assert (run / "curves.png").is_file() and (run / "config.yaml").is_file()
+    assert any((run / "logs").iterdir())  # TensorBoard event file
+    assert any("val_metric" in r for r in trainer.history)
+    loaded = load_checkpoint(ckpts / "latest.pt")
+    assert loaded.metadata["training"]["iteration"] == 4
+    assert loaded.config.name == "test" and loaded.has_ais_decoder
+    state = torch.load(ckpts / "latest_state.pt", weights_only=True)
+    assert state["iteration"] == 4
+
+    resumed = Trainer(cfg.replace(iterations=5), progress=False)
+    assert resumed.iteration == 4
+    assert resumed.history == trainer.history
+    trainer.step()  # the uninterrupted run's next step ...
+    resumed.step()  # ... and the resumed run's
+    assert resumed.iteration == trainer.iteration == 5
+    a, b = _params(trainer.model), _params(resumed.model)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    sa, sb = trainer.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.allclose(sa[k]["exp_avg"], sb[k]["exp_avg"], atol=1e-7) for k in sa)
+
+
+def test_frozen_parts_stay_unchanged(tmp_path):
+    cfg = small_config(tmp_path, freeze=["image_encoder", "prompt_encoder"])
+    trainer = Trainer(cfg, progress=False)
+    enc, prompt = _params(trainer.model.sam.image_encoder), _params(trainer.model.sam.prompt_encoder)
+    mask_dec = _params(trainer.model.sam.mask_decoder)
+    for _ in range(2):
+        trainer.step()
+    assert all(torch.equal(v, trainer.model.sam.image_encoder.state_dict()[k]) for k, v in enc.items())
+    assert all(torch.equal(v, trainer.model.sam.prompt_encoder.state_dict()[k]) for k, v in prompt.items())
+    after = trainer.model.sam.mask_decoder.state_dict()
+    assert any(not torch.equal(v, after[k]) for k, v in mask_dec.items())
+    trainable = {id(p) for p in trainer.params}
+    assert not any(id(p) in trainable for p in trainer.model.sam.image_encoder.parameters())
+
+
+# ------------------------------------------------------------------ LoRA, distributed
+
+def test_lora_trains_only_adapters_and_merges_into_plain_weights(tmp_path):
+    from samzoo.training.lora import LoRALinear, has_lora
+
+    cfg = small_config(tmp_path, lora_rank=2, iterations=2, save_every=2)
+    trainer = Trainer(cfg, progress=False)
+    model = trainer.model
+    assert has_lora(model)
+    qkv = model.sam.image_encoder.blocks[0].attn.qkv
+    assert isinstance(qkv, LoRALinear)
+    base = qkv.base.weight.detach().clone()
+    others = {k: v for k, v in _params(model.sam.image_encoder).items() if "lora_" not in k}
+    trainer.fit()
+    assert torch.equal(base, qkv.base.weight)  # frozen base
+    assert qkv.lora_B.abs().sum() > 0  # the adapter learned
+    after = model.sam.image_encoder.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in others.items())
+    # the written checkpoint is a plain model with the adapter merged in: same outputs
+    loaded = load_checkpoint(trainer.ckpt_dir / "latest.pt")
+    assert not has_lora(loaded)
+    x = torch.rand(1, 3, 64, 64) * 255
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-5)
+    resumed = Trainer(cfg.replace(iterations=3), progress=False)  # resume restores the adapter
+    assert resumed.iteration == 2
+    assert torch.equal(resumed.model.sam.image_encoder.blocks[0].attn.qkv.lora_B, qkv.lora_B)
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("SAMZOO_TEST_DDP"),
+                    reason="starts 2 torchrun processes (~1 min on 2 cores); set SAMZOO_TEST_DDP=1")
+def test_distributed_training_under_torchrun(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cfg = small_config(tmp_path, iterations=3, save_every=3, val_every=3)
+    path = save_config(cfg, tmp_path / "ddp.yaml")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "samzoo.training.cli", "train", str(path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert loaded.metadata["training"]["iteration"] == 3
+
+
+def test_halving_the_patch_size_keeps_what_a_token_sees():
+    from samzoo import SamzooModel, preset
+    from samzoo.training.rescale import halve_patch_size
+
+    torch.manual_seed(0)
+    old = SamzooModel(preset("test", img_size=64))
+    new = halve_patch_size(old)
+    assert new.config.patch_size == old.config.patch_size // 2 and new.config.img_size == 64
+    x = torch.rand(1, 3, 64, 64)
+    up = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    with torch.no_grad():  # a token of the new model == a token of the old one on a 2x upscaled image
+        a = new.sam.image_encoder.patch_embed(x)
+        b = old.sam.image_encoder.patch_embed(up)
+        assert torch.allclose(a, b, atol=1e-4)
+        assert new(x * 255).shape == (1, 3, 64, 64)
+    assert new.metadata["rescaled"] == {"from_patch_size": 16, "to_patch_size": 8}
+
+
+def test_shipped_default_model_is_small_tuned_and_documented():
+    from importlib import resources
+
+    path = resources.files("samzoo") / "data" / "samzoo-lm-tiny.pt"
+    if not path.is_file():
+        pytest.skip("default model not built yet (python -m samzoo.training.build_default)")
+    assert path.stat().st_size < 20e6
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state["model_state"].values() if v.is_floating_point())
+    model = load_checkpoint(str(path))
+    assert model.config.name == "tiny" and model.has_ais_decoder
+    from samzoo.segmentation.ais import AisParams
+
+    AisParams.from_dict(model.ais_params)  # valid, tuned parameters travel with the weights
+    meta = model.metadata
+    assert meta["training"]["phases"] and meta["metrics"]["real_dsb2018"]["baseline_msa"] > 0
+    assert meta["metrics"]["fp16_check"]["unchanged"]
+    assert (resources.files("samzoo") / "data" / "sample_nuclei.tif").is_file()
