@@ -12,6 +12,9 @@ from .errors import CheckpointError, InputError, ModelNotFoundError, SamzooError
 from .models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .models.config import ModelConfig, preset  # noqa: E402
 from .models.model import SamzooModel  # noqa: E402
+from .api import load_model  # noqa: E402
+from .segmentation.api import segment, segment_from_prompts  # noqa: E402
+from .segmentation.predictor import Predictor  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -20,9 +23,13 @@ __all__ = [
     "InputError",
     "ModelConfig",
     "ModelNotFoundError",
+    "Predictor",
     "SamzooError",
     "SamzooModel",
     "load_checkpoint",
+    "load_model",
     "preset",
     "save_checkpoint",
+    "segment",
+    "segment_from_prompts",
 ]

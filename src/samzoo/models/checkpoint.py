@@ -40,8 +40,8 @@ def read_state(path: str | os.PathLike) -> Mapping[str, Any]:
             f"{path} holds Python objects that safe loading (weights_only=True) refuses; "
             f"re-save it as a plain dict of tensors ({str(err).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
+    except Exception as err:  # torch.load raises many types on foreign bytes (IndexError, KeyError, ...)
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(err).__name__}: {err}") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state

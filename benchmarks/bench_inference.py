@@ -1,0 +1,267 @@
+"""Inference speed of samzoo beside segment-anything's ``SamPredictor`` on the same weights.
+
+    python benchmarks/bench_inference.py [--size 1024] [--repeats 2] [--threads N] [--cpu-time] [--no-default]
+
+On a shared, oversubscribed machine use ``--threads 1 --cpu-time``: wall times there mostly
+measure waiting for a core (and OpenMP's spinning threads make 2-thread runs erratic), while the
+CPU time of one thread measures the work.
+
+For vit_b (random weights, ``SamzooModel(preset("vit_b"), with_ais_decoder=True)``) and, when its
+checkpoint is installed, samzoo's default model, on one uint8 RGB image of ``--size`` px:
+
+* image encoder: ``Predictor.set_image`` vs ``SamPredictor.set_image`` (everything the user waits
+  for: validation, normalisation, resize, encoder), interleaved, best of ``--repeats``;
+* prompt decode: one point (3 masks) and one box, mean over ``--decode-repeats`` calls;
+* AIS: samzoo's decoder pass and watershed (segment-anything has no AIS; no ratio).
+
+The reference is segment-anything's own ``Sam`` with its reference attention: for vit_b
+``segment_anything.build_sam_vit_b()`` with samzoo's state dict loaded; for other architectures
+(e.g. the default model) samzoo's builder with the attention blocks switched back to
+segment-anything's ``Attention`` class. Both get the same encoder input: a uint8 image whose
+longest side equals the model's ``img_size`` with ``minmax`` normalisation goes through
+``SamPredictor.set_image`` unchanged (its PIL resize is the identity); otherwise the reference is
+fed samzoo's normalised, resized image via ``set_torch_image``. Outputs must agree within 1e-3
+(embeddings, low-res mask logits) and masks must be identical up to pixels whose logit is within
+1e-3 of the threshold; the script exits 1 if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import samzoo  # noqa: F401  (first: torchvision fix)
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TOLERANCE = 1e-3
+TARGET_EMBEDDING_RATIO = 0.6
+
+
+@dataclass
+class Row:
+    model: str
+    step: str
+    ours: float
+    reference: float | None = None
+
+    @property
+    def ratio(self) -> str:
+        return "-" if self.reference is None else f"{self.ours / self.reference:.2f}x"
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    def check(self, what: str, ok: bool, detail: str) -> None:
+        self.checks.append((what, bool(ok), detail))
+
+
+def sample_image(size: int, seed: int = 0) -> np.ndarray:
+    """uint8 RGB nuclei-like picture: bright blurred disks on a noisy dark background."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.ogrid[:size, :size]
+    image = np.full((size, size), 25.0)
+    for _ in range(size // 8):
+        r, c, radius = rng.integers(0, size), rng.integers(0, size), rng.integers(8, 24)
+        image[(rows - r) ** 2 + (cols - c) ** 2 <= radius ** 2] = rng.uniform(120, 230)
+    image += rng.normal(0, 8, image.shape)
+    gray = np.clip(image, 0, 255).astype(np.uint8)
+    return np.stack([gray, gray, (gray * 0.8).astype(np.uint8)], axis=-1)
+
+
+def reference_sam(model):
+    """segment-anything's Sam with its reference attention and the model's weights."""
+    from segment_anything import build_sam_vit_b
+    from segment_anything.modeling.image_encoder import Attention
+
+    from samzoo.models.config import PRESETS
+    from samzoo.models.fast_attention import FastAttention
+    from samzoo.models.sam import build_sam
+
+    ignore = {"name", "ais_decoder", "ais_initial_features", "normalization"}
+    mine, vit_b = model.config.to_dict(), PRESETS["vit_b"].to_dict()
+    if all(mine[k] == vit_b[k] for k in vit_b if k not in ignore):
+        reference = build_sam_vit_b()
+    else:
+        reference = build_sam(model.config)
+        for module in reference.modules():
+            if type(module) is FastAttention:
+                module.__class__ = Attention
+    reference.load_state_dict(model.sam.state_dict())
+    assert not any(type(m) is FastAttention for m in reference.modules())
+    return reference.eval()
+
+
+CLOCK = time.perf_counter  # --cpu-time switches to time.process_time (see main)
+
+
+def timed(fn, *args, **kwargs):
+    start = CLOCK()
+    result = fn(*args, **kwargs)
+    return CLOCK() - start, result
+
+
+def bench_model(name: str, model, image: np.ndarray, report: Report, *, repeats: int, decode_repeats: int) -> None:
+    from segment_anything import SamPredictor
+
+    from samzoo.segmentation.ais import watershed_from_decoder_outputs
+    from samzoo.segmentation.api import resolve_ais_params
+    from samzoo.segmentation.predictor import Predictor
+
+    size = image.shape[0]
+    reference = SamPredictor(reference_sam(model))
+    ours = Predictor(model)
+    identity_input = (image.dtype == np.uint8 and max(image.shape[:2]) == model.config.img_size
+                      and model.config.normalization == "minmax")
+
+    def set_reference():
+        if identity_input:
+            reference.set_image(image)
+            return
+        resized, _ = _our_resized_input(ours, model)
+        with torch.no_grad():
+            reference.set_torch_image(resized, image.shape[:2])
+
+    # encoder, interleaved so that load changes hit both sides alike; untiled on purpose (the
+    # reference cannot tile), so the default model sees the same resized image on both sides
+    ours_times, ref_times = [], []
+    for _ in range(repeats):
+        seconds, _ = timed(ours.set_image, image, tile_shape=image.shape[:2])
+        ours_times.append(seconds)
+        seconds, _ = timed(set_reference)
+        ref_times.append(seconds)
+        print(f"  {name}: encoder samzoo {ours_times[-1]:.2f} s, segment-anything {ref_times[-1]:.2f} s",
+              file=sys.stderr)
+    report.rows.append(Row(name, f"image encoder ({size}x{size})", min(ours_times), min(ref_times)))
+
+    emb_ours, emb_ref = ours.get_image_embedding(), reference.get_image_embedding()
+    diff = float((emb_ours - emb_ref).abs().max())
+    report.check(f"{name} embedding", diff <= TOLERANCE, f"max |diff| {diff:.2e}")
+
+    # prompts: one point (multimask) and one box
+    point = np.array([[size * 0.37, size * 0.61]])
+    box = np.array([size * 0.2, size * 0.3, size * 0.45, size * 0.5])
+    prompts = [
+        ("prompt decode (1 point, 3 masks)", dict(points=point, point_labels=[1]),
+         dict(point_coords=point, point_labels=np.array([1]), multimask_output=True)),
+        ("prompt decode (1 box)", dict(boxes=box),
+         dict(box=box, multimask_output=False)),
+    ]
+    for step, ours_kwargs, ref_kwargs in prompts:
+        ours.predict(**ours_kwargs)  # warm-up
+        reference.predict(**ref_kwargs)
+        t_ours = t_ref = 0.0
+        for _ in range(decode_repeats):
+            seconds, (masks, scores, low) = timed(ours.predict, **ours_kwargs)
+            t_ours += seconds
+            seconds, (ref_masks, ref_scores, ref_low) = timed(reference.predict, **ref_kwargs)
+            t_ref += seconds
+        report.rows.append(Row(name, step, t_ours / decode_repeats, t_ref / decode_repeats))
+        low_diff = float(np.abs(low - ref_low).max())
+        with torch.no_grad():
+            ref_logits = reference.model.postprocess_masks(torch.as_tensor(ref_low)[None], reference.input_size,
+                                                           reference.original_size)[0].numpy()
+        differing = masks != ref_masks
+        near_threshold = np.abs(ref_logits) <= TOLERANCE
+        ok = low_diff <= TOLERANCE and not (differing & ~near_threshold).any()
+        report.check(f"{name} {step.split('(')[1][:-1]}", ok,
+                     f"low-res logits max |diff| {low_diff:.2e}, {int(differing.sum())} mask pixels differ, "
+                     f"IoU scores max |diff| {float(np.abs(scores - ref_scores).max()):.2e}")
+
+    # AIS (samzoo only)
+    if model.has_ais_decoder:
+        seconds, maps = timed(ours.ais_outputs)
+        report.rows.append(Row(name, "AIS decoder", seconds))
+        params = resolve_ais_params(model)
+        seconds, labels = timed(watershed_from_decoder_outputs, maps[0], maps[1], maps[2], params)
+        report.rows.append(Row(name, "AIS watershed post-processing", seconds))
+    del reference
+
+
+def _our_resized_input(predictor, model) -> tuple[torch.Tensor, tuple[int, int]]:
+    """samzoo's normalised image resized like SamzooModel.preprocess (before mean/std, padding)."""
+    from samzoo.models.model import resized_shape
+
+    image = torch.from_numpy(np.ascontiguousarray(predictor._image)).permute(2, 0, 1)[None]
+    h, w = resized_shape(image.shape[-2], image.shape[-1], model.config.img_size)
+    if (h, w) != tuple(image.shape[-2:]):
+        image = F.interpolate(image, (h, w), mode="bilinear", align_corners=False, antialias=True)
+    return image, (h, w)
+
+
+def print_report(report: Report) -> None:
+    header = f"{'model':<16} {'step':<36} {'samzoo (s)':>11} {'segment-anything (s)':>21} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for row in report.rows:
+        reference = "-" if row.reference is None else f"{row.reference:.3f}"
+        print(f"{row.model:<16} {row.step:<36} {row.ours:>11.3f} {reference:>21} {row.ratio:>7}")
+    print()
+    for what, ok, detail in report.checks:
+        print(f"{'OK  ' if ok else 'FAIL'} {what}: {detail}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=2, help="encoder runs per side (best is reported)")
+    parser.add_argument("--decode-repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="measure process CPU time instead of wall time: on a shared, oversubscribed machine "
+                             "wall times mostly measure waiting; use with --threads 1 (OpenMP threads spin)")
+    parser.add_argument("--no-default", action="store_true", help="skip the shipped default model")
+    parser.add_argument("--arch", default="vit_b", help="random-weight architecture to compare (default vit_b; "
+                                                        "'test' for a quick smoke run)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
+
+    from samzoo import SamzooModel, preset
+    from samzoo.errors import ModelNotFoundError
+
+    image = sample_image(args.size)
+    report = Report()
+    clock = "process CPU time" if args.cpu_time else "wall time"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {image.shape} {image.dtype}, "
+          f"{clock}", file=sys.stderr)
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, load average "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    torch.manual_seed(0)
+    random_model = SamzooModel(preset(args.arch), with_ais_decoder=True)
+    bench_model(f"{args.arch} (random)", random_model, image, report, repeats=args.repeats,
+                decode_repeats=args.decode_repeats)
+    del random_model
+    if not args.no_default:
+        try:
+            from samzoo.api import load_model
+
+            default = load_model(None)
+        except ModelNotFoundError as err:
+            print(f"default model skipped: {err}", file=sys.stderr)
+        else:
+            label = str(default.metadata.get("name") or default.config.name)
+            bench_model(label[:16], default, image, report, repeats=args.repeats,
+                        decode_repeats=args.decode_repeats)
+
+    print_report(report)
+    encoder = next(r for r in report.rows if r.step.startswith("image encoder"))
+    ratio = encoder.ours / encoder.reference
+    print(f"\n{args.arch} embedding: samzoo/segment-anything = {ratio:.2f}x (target <= {TARGET_EMBEDDING_RATIO}x): "
+          f"{'met' if ratio <= TARGET_EMBEDDING_RATIO else 'NOT met'}")
+    return 0 if all(ok for _, ok, _ in report.checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The samzoo command line: ``samzoo <command> ...`` (console script ``samzoo``).
+
+Commands defined here: ``segment`` (automatic or prompt-based segmentation of one image) and
+``demo``. Other parts of samzoo add theirs through a ``register(subparsers)`` function in
+``samzoo.hub.cli``, ``samzoo.publishing.cli``, ``samzoo.packaging.cli`` and
+``samzoo.training.cli``; a part that is not installed (ImportError) simply contributes nothing.
+
+Contract for ``register(subparsers)``: add parsers with ``subparsers.add_parser(name, help=...)``
+and ``set_defaults(func=handler)``, where ``handler(args)`` returns an exit code (or None for
+0). Handlers raise :class:`samzoo.SamzooError` for user errors: ``main`` prints
+``samzoo: error: <message>`` on one line to stderr and returns 2. Usage errors (unknown options,
+missing arguments) are reported the same way. Any other exception is a bug and shows its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import InputError, SamzooError
+
+PLUGIN_MODULES = ("samzoo.hub.cli", "samzoo.publishing.cli", "samzoo.packaging.cli", "samzoo.training.cli")
+
+
+class UsageError(SamzooError):
+    """Bad command-line usage (reported like every other user error)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# ------------------------------------------------------------------------------- argument parsing
+
+
+def parse_points(text: str) -> tuple[list[list[float]], list[int]]:
+    """``"x,y[,label];x,y[,label];..."`` -> points [[x, y], ...] and labels (default 1)."""
+    points, labels = [], []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        values = [v.strip() for v in part.split(",")]
+        if len(values) not in (2, 3):
+            raise InputError(f"--points entry {part!r} is not x,y or x,y,label")
+        try:
+            x, y = float(values[0]), float(values[1])
+        except ValueError:
+            raise InputError(f"--points entry {part!r} has a coordinate that is not a number") from None
+        label = 1
+        if len(values) == 3:
+            if values[2] not in ("0", "1"):
+                raise InputError(f"--points entry {part!r}: the label must be 1 (positive) or 0 (negative)")
+            label = int(values[2])
+        points.append([x, y])
+        labels.append(label)
+    if not points:
+        raise InputError("--points is empty; expected x,y[,label];...")
+    return points, labels
+
+
+def parse_boxes(text: str) -> list[list[float]]:
+    """``"x0,y0,x1,y1;..."`` -> [[x0, y0, x1, y1], ...]."""
+    boxes = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        values = part.split(",")
+        if len(values) != 4:
+            raise InputError(f"--boxes entry {part!r} is not x0,y0,x1,y1")
+        try:
+            boxes.append([float(v) for v in values])
+        except ValueError:
+            raise InputError(f"--boxes entry {part!r} has a coordinate that is not a number") from None
+    if not boxes:
+        raise InputError("--boxes is empty; expected x0,y0,x1,y1;...")
+    return boxes
+
+
+def parse_params(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` -> {key: int | float}."""
+    params: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise InputError(f"--param {item!r} is not key=value")
+        try:
+            number: Any = int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                raise InputError(f"--param {key}: value {value!r} is not a number") from None
+        params[key] = number
+    return params
+
+
+def parse_shape(text: str, name: str) -> int | tuple[int, int]:
+    """``"N"`` or ``"H,W"``."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"{name} must be N or H,W (integers), got {text!r}") from None
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise InputError(f"{name} must be N or H,W, got {text!r}")
+
+
+# ------------------------------------------------------------------------------- segment
+
+
+def _add_segment(subparsers) -> None:
+    p = subparsers.add_parser(
+        "segment", help="segment an image (automatic, or from point/box prompts)",
+        description="Segment a 2D image or a 3D stack. Without prompts: automatic instance segmentation "
+                    "(--mode ais: the model's AIS decoder + watershed; --mode amg: SAM's automatic mask "
+                    "generation). With --points/--boxes: interactive segmentation, one object per box (points "
+                    "describe one object, or belong to the box containing them). Writes a label TIFF.",
+    )
+    p.add_argument("input", help="image file: .tif/.tiff, .png, .jpg/.jpeg or .npy")
+    p.add_argument("-o", "--output", required=True, help="label image to write (.tif/.tiff)")
+    p.add_argument("--model", default=None,
+                   help="model ID, checkpoint or BioImage.IO package (default: the shipped default model)")
+    p.add_argument("--mode", choices=("ais", "amg"), default=None, help="automatic mode (default: ais)")
+    p.add_argument("--overlay", default=None, metavar="PNG", help="also write an overlay picture (.png)")
+    p.add_argument("--tile-shape", default=None, metavar="N|H,W",
+                   help="tile the image (default: automatic for images larger than 1.5x the model input)")
+    p.add_argument("--halo", default=None, metavar="N|H,W", help="context around each tile in pixels")
+    p.add_argument("--points", default=None, metavar="x,y[,label];...",
+                   help="point prompts in pixels; label 1 = positive (default), 0 = negative")
+    p.add_argument("--boxes", default=None, metavar="x0,y0,x1,y1;...", help="box prompts in pixels")
+    p.add_argument("--param", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
+                   help="AIS (e.g. foreground_threshold=0.6, min_size=20) or AMG (e.g. pred_iou_thresh=0.8) "
+                        "parameter overrides")
+    p.add_argument("--no-embedding-cache", action="store_true",
+                   help="do not read or write cached image embeddings")
+    p.add_argument("--volume", action="store_true",
+                   help="read a 3D array as a (Z, H, W) stack and merge objects across slices")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_segment)
+
+
+def _check_suffix(path: str, suffixes: tuple[str, ...], what: str) -> Path:
+    target = Path(path)
+    if target.suffix.lower() not in suffixes:
+        raise InputError(f"{what} must end with {' or '.join(suffixes)}: {path}")
+    if target.is_dir():
+        raise InputError(f"{what} is a folder: {path}")
+    return target
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from .io import read_image, write_labels
+
+    output = _check_suffix(args.output, (".tif", ".tiff"), "--output")
+    overlay = _check_suffix(args.overlay, (".png",), "--overlay") if args.overlay else None
+    tile_shape = parse_shape(args.tile_shape, "--tile-shape") if args.tile_shape else None
+    halo = parse_shape(args.halo, "--halo") if args.halo else None
+    params = parse_params(args.param)
+    interactive = args.points is not None or args.boxes is not None
+    points = point_labels = boxes = None
+    if args.points is not None:
+        points, point_labels = parse_points(args.points)
+    if args.boxes is not None:
+        boxes = parse_boxes(args.boxes)
+    if interactive:
+        if args.mode is not None:
+            raise InputError("--mode does not apply with --points/--boxes (prompts run interactive segmentation)")
+        if params:
+            raise InputError("--param does not apply with --points/--boxes")
+        if args.volume:
+            raise InputError("--points/--boxes work on 2D images, not with --volume")
+    mode = args.mode or "ais"
+    ais_params = amg_params = None
+    if params and not interactive:
+        if mode == "ais":
+            from .segmentation.ais import AisParams
+
+            AisParams().replace(**params)  # fail on unknown keys before loading anything
+            ais_params = params
+        else:
+            from .segmentation.amg import AmgParams
+
+            AmgParams().replace(**params)
+            amg_params = params
+
+    image = read_image(args.input)
+    from .segmentation.api import resolve_model, segment, segment_from_prompts
+
+    model = resolve_model(args.model)
+    cache = not args.no_embedding_cache
+    progress = not args.quiet
+    if interactive:
+        labels = segment_from_prompts(image, model, points=points, point_labels=point_labels, boxes=boxes,
+                                      tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress)
+    else:
+        labels = segment(image, model, mode=mode, ais_params=ais_params, amg_params=amg_params,
+                         tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress,
+                         is_volume=True if args.volume else None)
+    write_labels(output, labels)
+    import numpy as np
+
+    n_objects = int(np.unique(labels[labels > 0]).size)
+    print(f"wrote {output} ({n_objects} objects, shape {'x'.join(map(str, labels.shape))})")
+    if overlay is not None:
+        from .visualize import save_overlay
+
+        kwargs: dict[str, Any] = {}
+        if points is not None:
+            kwargs["points"] = [[y, x] for x, y in points]  # visualize draws (y, x)
+            kwargs["point_labels"] = point_labels
+        if boxes is not None:
+            kwargs["boxes"] = [[y0, x0, y1, x1] for x0, y0, x1, y1 in boxes]
+        save_overlay(overlay, image, labels, **kwargs)
+        print(f"wrote {overlay}")
+    return 0
+
+
+# ------------------------------------------------------------------------------- demo
+
+
+def _add_demo(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="segment the shipped sample image with the default model",
+        description="Segment the sample nuclei image shipped with samzoo using the default model; writes the "
+                    "labels (TIFF) and an overlay (PNG) and prints where they are.",
+    )
+    p.add_argument("-o", "--output-dir", default="samzoo-demo", help="folder for the results (default: ./samzoo-demo)")
+    p.add_argument("--model", default=None, help="use another model (ID or path) instead of the default")
+    p.add_argument("--image", default=None, help="use another image instead of the shipped sample")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result = run_demo(args.output_dir, model=args.model, image=args.image, progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="samzoo", description="Segment-Anything microscopy models as a model zoo.")
+    parser.add_argument("--version", action="version", version=f"samzoo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_segment(subparsers)
+    _add_demo(subparsers)
+    for name in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as err:
+            if os.environ.get("SAMZOO_DEBUG"):
+                print(f"samzoo: commands of {name} unavailable: {one_line(err)}", file=sys.stderr)
+            continue
+        register = getattr(module, "register", None)
+        if callable(register):
+            register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return 2
+        code = func(args)
+        return 0 if code is None else int(code)
+    except SamzooError as err:
+        print(f"samzoo: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # --help / --version
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    except KeyboardInterrupt:
+        print("samzoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

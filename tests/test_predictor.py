@@ -1,0 +1,302 @@
+"""Predictor: prompts -> masks like segment-anything's SamPredictor, validation, tiling, cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import samzoo
+from samzoo import InputError, SamzooModel, preset
+from samzoo.segmentation.embedding_cache import EmbeddingCache, image_digest, model_fingerprint
+from samzoo.segmentation.predictor import Predictor, resolve_tiling
+
+from conftest import disk_image
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
+
+def count_encoder_calls(model: SamzooModel) -> list[int]:
+    calls = [0]
+
+    def hook(module, inputs, output):
+        calls[0] += 1
+
+    model.sam.image_encoder.register_forward_hook(hook)
+    return calls
+
+
+@pytest.fixture
+def minmax_model(tiny_model):
+    """The tiny model with minmax normalisation: uint8 images go to the encoder unchanged, as in
+    segment-anything (so both predictors see identical inputs)."""
+    model = SamzooModel(preset("test", normalization="minmax"))
+    model.load_state_dict(tiny_model.state_dict())
+    return model.eval()
+
+
+def sam_reference(model: SamzooModel, image: np.ndarray):
+    from segment_anything import SamPredictor
+
+    reference = SamPredictor(model.sam)
+    reference.set_image(np.repeat(image[..., None], 3, axis=-1))
+    return reference
+
+
+def test_matches_segment_anything_predictor(minmax_model):
+    image = disk_image((96, 128))  # longest side == img_size: SAM's PIL resize is the identity
+    ours = Predictor(minmax_model).set_image(image)
+    ref = sam_reference(minmax_model, image)
+    torch.testing.assert_close(ours.get_image_embedding(), ref.get_image_embedding(), atol=1e-5, rtol=0)
+
+    point = np.array([[40.0, 30.0]])
+    masks, scores, low = ours.predict(points=point, point_labels=[1])
+    ref_masks, ref_scores, ref_low = ref.predict(point_coords=point, point_labels=np.array([1]))
+    assert masks.shape == (3, 96, 128) and masks.dtype == bool  # one point: multimask by default
+    np.testing.assert_array_equal(masks, ref_masks)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    np.testing.assert_allclose(low, ref_low, atol=1e-4)
+
+    box = np.array([20.0, 10.0, 60.0, 50.0])
+    masks, scores, _ = ours.predict(points=[[40, 30], [90, 60]], point_labels=[1, 0], boxes=box)
+    ref_masks, ref_scores, _ = ref.predict(point_coords=np.array([[40, 30], [90, 60]]), point_labels=np.array([1, 0]),
+                                           box=box, multimask_output=False)
+    np.testing.assert_array_equal(masks, ref_masks)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+    # several boxes: one mask per box, batched like SamPredictor.predict_torch
+    boxes = np.array([[20, 10, 60, 50], [70, 40, 110, 80], [0, 0, 128, 96]], dtype=float)
+    masks, scores, _ = ours.predict(boxes=boxes)
+    assert masks.shape == (3, 96, 128) and scores.shape == (3,)
+    ref_boxes = ref.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), (96, 128))
+    ref_masks, ref_scores, _ = ref.predict_torch(None, None, boxes=ref_boxes, multimask_output=False)
+    np.testing.assert_array_equal(masks, ref_masks[:, 0].numpy())
+    np.testing.assert_allclose(scores, ref_scores[:, 0].numpy(), atol=1e-5)
+
+    # a low-res mask prompt from a previous call
+    masks, _, low = ours.predict(points=point, multimask=False)
+    again, _, _ = ours.predict(points=point, mask_input=low, multimask=False)
+    ref_again, _, _ = ref.predict(point_coords=point, point_labels=np.array([1]), mask_input=low,
+                                  multimask_output=False)
+    np.testing.assert_array_equal(again, ref_again)
+
+
+def test_resized_coordinates_match_segment_anything(minmax_model):
+    # Non-square, larger than img_size: coordinates and masks go through the resize both ways.
+    image = disk_image((120, 180), centers=((50, 60), (90, 140)), radius=15)
+    ours = Predictor(minmax_model).set_image(image)
+    assert not ours.is_tiled
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    transform = ResizeLongestSide(128)
+    points = np.array([[60.0, 50.0], [140.0, 90.0]])
+    emb = ours.window_embedding()
+    np.testing.assert_allclose(ours.transform_coords(points, emb), transform.apply_coords(points, (120, 180)))
+    masks, _, low = ours.predict(points=points[:1], multimask=False)
+    expected = minmax_model.sam.postprocess_masks(torch.as_tensor(low[None]), emb.input_shape, (120, 180)) > 0
+    np.testing.assert_array_equal(masks, expected[0].numpy())
+
+
+def test_full_resolution_mask_prompt(tiny_model, disks):
+    image, centers, radius = disks
+    predictor = Predictor(tiny_model).set_image(image)
+    binary = np.zeros(image.shape, dtype=bool)
+    binary[20:40, 30:50] = True
+    masks, scores, low = predictor.predict(mask_input=binary)
+    assert masks.shape == (1, *image.shape) and low.shape == (1, 32, 32)
+    logits = predictor.mask_to_logits(binary, predictor.window_embedding())
+    assert logits.shape == (1, 1, 32, 32)
+    assert logits[0, 0, 7, 10] > 5 and logits[0, 0, 0, 0] < -5  # inside / outside the square
+    assert float(logits[0, 0, 31, 31]) == 0.0  # padding (below the 96-row image) is zero logits
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"points": [[500, 10]]}, "outside"),
+        ({"points": [[-1, 10]]}, "outside"),
+        ({"points": [[10, float("nan")]]}, "NaN"),
+        ({"points": [1, 2, 3]}, "shape"),
+        ({"points": [[10, 10], [20, 20]], "point_labels": [1]}, "2 points but 1 point labels"),
+        ({"points": [[10, 10]], "point_labels": [2]}, "point labels must be"),
+        ({"boxes": [50, 10, 20, 40]}, "x1 < x0"),
+        ({"boxes": [10, 40, 20, 10]}, "y1 < y0"),
+        ({"boxes": [10, 10, 20, 400]}, "outside"),
+        ({"boxes": [[10, 10, 20]]}, "shape"),
+        ({"boxes": [[1, 2, 3, 4], [1, 2, 3, 4]], "points": [[2, 3]]}, "2 boxes but 1 point prompts"),
+        ({"mask_input": np.zeros((7, 7))}, "mask_input"),
+        ({}, "no prompt"),
+        ({"point_labels": [1]}, "without points"),
+    ],
+)
+def test_prompt_validation(tiny_model, disks, kwargs, message):
+    predictor = Predictor(tiny_model).set_image(disks[0])
+    with pytest.raises(InputError, match=message):
+        predictor.predict(**kwargs)
+
+
+def test_image_validation(tiny_model):
+    predictor = Predictor(tiny_model)
+    with pytest.raises(InputError, match="set_image"):
+        predictor.predict(points=[[1, 1]])
+    with pytest.raises(InputError, match="volume"):
+        predictor.set_image(np.zeros((6, 64, 64), dtype=np.uint8))
+    with pytest.raises(InputError, match="NaN"):
+        predictor.set_image(np.full((64, 64), np.nan, dtype=np.float32))
+    with pytest.raises(InputError, match="empty"):
+        predictor.set_image(np.zeros((0, 64)))
+
+
+@pytest.mark.parametrize("layout", ["gray_u16", "rgb", "two_channel", "float"])
+def test_input_layouts(tiny_model, layout):
+    base = disk_image((64, 80), centers=((30, 40),), radius=10)
+    image = {
+        "gray_u16": base.astype(np.uint16) * 16,
+        "rgb": np.stack([base, base // 2, base], axis=-1),
+        "two_channel": np.stack([base, base], axis=0),
+        "float": base.astype(np.float32) / 255.0,
+    }[layout]
+    masks, scores, _ = Predictor(tiny_model).set_image(image).predict(points=[[40, 30]])
+    assert masks.shape == (3, 64, 80)
+
+
+def test_resolve_tiling():
+    assert resolve_tiling((192, 192), 128) == (None, None)  # not above 1.5 x img_size
+    assert resolve_tiling((100, 193), 128) == ((96, 96), (16, 16))  # outer = img_size exactly
+    assert resolve_tiling((4096, 4096), 1024) == ((768, 768), (128, 128))
+    assert resolve_tiling((300, 300), 128, tile_shape=64) == ((64, 64), (16, 16))
+    assert resolve_tiling((300, 300), 128, tile_shape=(64, 80), halo=8) == ((64, 80), (8, 8))
+    assert resolve_tiling((300, 300), 128, tile_shape=300) == (None, None)  # a single tile
+    with pytest.raises(InputError, match="more than half"):
+        resolve_tiling((300, 300), 128, tile_shape=32, halo=20)
+    with pytest.raises(InputError, match="tile_shape"):
+        resolve_tiling((300, 300), 128, tile_shape=(1, 2, 3))
+
+
+def test_tiled_prompts_use_one_tile_and_match_a_crop(minmax_model):
+    image = disk_image((300, 400), centers=((150, 200), (40, 40)), radius=12)
+    calls = count_encoder_calls(minmax_model)
+    predictor = Predictor(minmax_model).set_image(image)
+    assert predictor.is_tiled and calls[0] == 0  # tiles are encoded lazily
+    masks, scores, _ = predictor.predict(boxes=[185, 135, 215, 165])
+    assert calls[0] == 1 and len(predictor._memory) == 1
+    window = predictor._window_for((185, 135, 215, 165))
+    inside = np.zeros((300, 400), dtype=bool)
+    inside[window] = True
+    assert not masks[0][~inside].any()  # pasted into the full frame at the tile's place
+    # Same as running on the crop (uint8 + minmax: the crop is normalised identically).
+    crop = Predictor(minmax_model).set_image(image[window])
+    crop_masks, crop_scores, _ = crop.predict(boxes=[185 - window[1].start, 135 - window[0].start,
+                                                     215 - window[1].start, 165 - window[0].start])
+    np.testing.assert_array_equal(masks[0][window], crop_masks[0])
+    np.testing.assert_allclose(scores, crop_scores, atol=1e-6)
+    # A second prompt in the same tile reuses the embedding; another tile replaces it in memory.
+    before = predictor.encoder_calls
+    predictor.predict(points=[[200, 150]])
+    assert predictor.encoder_calls == before == 1
+    predictor.predict(points=[[40, 40]])
+    assert predictor.encoder_calls == 2 and len(predictor._memory) == 1
+    # Boxes in different tiles are decoded on their own tiles, each pasted into the full frame.
+    masks, _, _ = predictor.predict(boxes=[[185, 135, 215, 165], [25, 25, 55, 55]])
+    assert masks.shape == (2, 300, 400)
+
+
+def test_prompt_spanning_more_than_a_tile_is_rejected(tiny_model):
+    predictor = Predictor(tiny_model).set_image(disk_image((300, 400)))
+    with pytest.raises(InputError, match="larger tile_shape"):
+        predictor.predict(boxes=[0, 0, 390, 290])
+    # a box between grid tiles gets its own tile-sized window
+    masks, _, _ = predictor.predict(boxes=[70, 70, 170, 170])
+    assert masks.shape == (1, 300, 400)
+
+
+# ------------------------------------------------------------------------------ embedding cache
+
+
+def test_embedding_cache_skips_encoder(tiny_checkpoint, disks, tmp_path):
+    image = disks[0]
+    model = samzoo.load_checkpoint(tiny_checkpoint)
+    calls = count_encoder_calls(model)
+    first = Predictor(model).set_image(image, embedding_cache=tmp_path / "emb")
+    masks1, scores1, _ = first.predict(points=[[40, 30]])
+    assert calls[0] == 1
+
+    # A new process would load the model anew: same weights -> same fingerprint -> cache hit.
+    model2 = samzoo.load_checkpoint(tiny_checkpoint)
+    calls2 = count_encoder_calls(model2)
+    second = Predictor(model2).set_image(image, embedding_cache=tmp_path / "emb")
+    masks2, scores2, _ = second.predict(points=[[40, 30]])
+    assert calls2[0] == 0
+    np.testing.assert_array_equal(masks1, masks2)
+    np.testing.assert_allclose(scores1, scores2)
+
+    files = sorted(p.name for p in (tmp_path / "emb").rglob("*") if p.is_file())
+    assert files == ["full.json", "full.npy", "manifest.json"]
+    manifest = json.loads(next((tmp_path / "emb").rglob("manifest.json")).read_text())
+    assert manifest["image_sha256"] == image_digest(image)
+    assert manifest["model_sha256"] == model_fingerprint(model2)
+    assert manifest["normalization"] == "percentile" and manifest["tiling"] == "none"
+
+    # Another image, other weights or another tiling -> miss.
+    Predictor(model2).set_image(image[:, ::-1], embedding_cache=tmp_path / "emb")
+    assert calls2[0] == 1
+    with torch.no_grad():
+        model2.sam.image_encoder.neck[0].weight.add_(1.0)  # in-place change: fingerprint updates
+    Predictor(model2).set_image(image, embedding_cache=tmp_path / "emb")
+    assert calls2[0] == 2
+
+
+def test_embedding_cache_recovers_from_corrupt_files(fresh_model, disks, tmp_path):
+    image = disks[0]
+    cache = EmbeddingCache(tmp_path)
+    Predictor(fresh_model).set_image(image, embedding_cache=cache)
+    npy = next(tmp_path.rglob("full.npy"))
+    npy.write_bytes(b"garbage")
+    calls = count_encoder_calls(fresh_model)
+    Predictor(fresh_model).set_image(image, embedding_cache=cache)
+    assert calls[0] == 1 and cache.misses >= 1
+    assert np.load(npy, allow_pickle=False).shape == (32, 8, 8)  # rewritten
+
+
+def test_embedding_cache_default_location_and_tiles(fresh_model, isolated_cache):
+    image = disk_image((200, 250))
+    calls = count_encoder_calls(fresh_model)
+    tiling = dict(tile_shape=(100, 125), halo=16)
+    predictor = Predictor(fresh_model).set_image(image, embedding_cache=True, **tiling)
+    predictor.predict(points=[[200, 150]])
+    out = predictor.ais_outputs()
+    assert out.shape == (3, 200, 250)
+    n_tiles = len(predictor.grid)
+    assert calls[0] == n_tiles  # the prompt's tile was encoded once, then loaded from disk
+    entries = list((isolated_cache / "embeddings").rglob("y*_x*.npy"))
+    assert len(entries) == n_tiles
+    again = Predictor(fresh_model).set_image(image, embedding_cache=True, **tiling).ais_outputs()
+    assert calls[0] == n_tiles
+    np.testing.assert_allclose(again, out, atol=1e-6)
+
+
+def test_model_fingerprint_is_cached(tiny_model):
+    first = model_fingerprint(tiny_model)
+    assert model_fingerprint(tiny_model) == first
+    assert getattr(tiny_model, "_samzoo_fingerprint")[1] == first
+
+
+def test_fast_attention_chunked_matches_reference():
+    """Global attention computed in query chunks equals segment-anything's attention."""
+    from segment_anything.modeling.image_encoder import Attention
+
+    from samzoo.models.fast_attention import FastAttention
+
+    torch.manual_seed(0)
+    ref = Attention(dim=48, num_heads=3, use_rel_pos=True, input_size=(12, 10))
+    torch.nn.init.normal_(ref.rel_pos_h, std=0.5)
+    torch.nn.init.normal_(ref.rel_pos_w, std=0.5)
+    fast = Attention(dim=48, num_heads=3, use_rel_pos=True, input_size=(12, 10))
+    fast.load_state_dict(ref.state_dict())
+    fast.__class__ = FastAttention
+    fast.query_chunk = 35  # 120 tokens -> 4 chunks, the last one partial
+    x = torch.randn(2, 12, 10, 48)
+    torch.testing.assert_close(fast(x), ref(x), atol=1e-5, rtol=1e-5)
+
