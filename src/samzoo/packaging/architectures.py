@@ -1,0 +1,387 @@
+"""The ``torch.nn.Module`` classes a BioImage.IO consumer builds from a samzoo package.
+
+Every package references one of these classes by import path (``samzoo.packaging.architectures``)
+together with the model's :class:`~samzoo.models.config.ModelConfig` as keyword arguments. Importing
+this module imports ``samzoo`` first, so the torchvision fix runs before segment-anything/torch-em
+import torchvision (bioimageio.core imports the architecture in a fresh process).
+
+All three classes hold a complete :class:`~samzoo.models.model.SamzooModel` under ``.model`` and load
+the same weights file: a flat state dict ``{"sam.<key>": ..., "ais_decoder.<key>": ...}`` (the SAM
+weights, plus the AIS decoder weights without the encoder it shares with SAM, i.e. micro-sam's
+``model_state`` / ``decoder_state`` under two prefixes). One file serves every package kind.
+
+* :class:`AisInstanceSegmentation` -- image -> instance labels. The seeded watershed runs inside
+  ``forward`` (numpy/scipy), with the tuned AIS parameters as constructor arguments.
+* :class:`AisNetwork` -- normalized image -> the AIS decoder's three maps (foreground, center
+  distance, boundary distance). Pure torch, the part that also ships as TorchScript.
+* :class:`InteractiveSegmentation` -- image + optional prompts / embeddings -> masks, scores,
+  embeddings (micro-sam's tensor layout, so a consumer computes the embedding once and prompts often).
+"""
+
+from __future__ import annotations
+
+import samzoo  # noqa: F401  (applies the torchvision fix before segment-anything is imported)
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.module import _IncompatibleKeys
+
+from ..errors import CheckpointError, InputError
+from ..models.ais_decoder import decoder_state
+from ..models.checkpoint import describe_mismatch
+from ..models.config import ModelConfig
+from ..models.model import SamzooModel, resized_shape
+
+SAM_PREFIX = "sam."
+DECODER_PREFIX = "ais_decoder."
+
+
+def packaged_state(model: SamzooModel) -> dict[str, torch.Tensor]:
+    """The flat weights dict every package ships (references to the live tensors, no copies)."""
+    state = {SAM_PREFIX + k: v for k, v in model.sam.state_dict(keep_vars=False).items()}
+    if model.ais_decoder is not None:
+        state.update({DECODER_PREFIX + k: v for k, v in decoder_state(model.ais_decoder).items()})
+    return state
+
+
+def split_packaged_state(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict | None]:
+    """``packaged_state`` -> (SAM state, decoder state or None); unknown prefixes are an error."""
+    sam, dec, other = {}, {}, []
+    for key, value in state.items():
+        if key.startswith(SAM_PREFIX):
+            sam[key[len(SAM_PREFIX):]] = value
+        elif key.startswith(DECODER_PREFIX):
+            dec[key[len(DECODER_PREFIX):]] = value
+        else:
+            other.append(key)
+    if other:
+        more = f" (+{len(other) - 5} more)" if len(other) > 5 else ""
+        raise CheckpointError(
+            f"packaged weights hold {len(other)} keys outside 'sam.*'/'ais_decoder.*': {', '.join(other[:5])}{more}"
+        )
+    return sam, (dec or None)
+
+
+def load_packaged_state(model: SamzooModel, state: Mapping[str, torch.Tensor], what: str = "packaged weights") -> None:
+    """Strictly load ``packaged_state`` into ``model``; a mismatch raises a readable CheckpointError."""
+    sam_state, dec_state = split_packaged_state(state)
+    problem = describe_mismatch(model.sam.state_dict(), sam_state, f"SAM part of {what}")
+    if problem:
+        raise CheckpointError(problem)
+    if (model.ais_decoder is None) != (dec_state is None):
+        raise CheckpointError(
+            f"{what}: the architecture {'has' if model.ais_decoder is not None else 'has no'} AIS decoder, "
+            f"the weights {'have' if dec_state is not None else 'have no'} AIS decoder weights"
+        )
+    if dec_state is not None:
+        problem = describe_mismatch(decoder_state(model.ais_decoder), dec_state, f"AIS decoder part of {what}")
+        if problem:
+            raise CheckpointError(problem)
+    model.sam.load_state_dict(sam_state, strict=True)
+    if dec_state is not None:
+        model.ais_decoder.load_state_dict(dec_state, strict=False)  # encoder.* is shared with SAM
+
+
+class _Packaged(nn.Module):
+    """Common part: builds the SamzooModel from its config and loads the packaged weights."""
+
+    def __init__(self, config: Mapping[str, Any], with_ais_decoder: bool):
+        super().__init__()
+        self.model = SamzooModel(ModelConfig.from_dict(dict(config)), with_ais_decoder=bool(with_ais_decoder))
+        self.eval()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        # The packaged file is the flat {sam.*, ais_decoder.*} dict, not this wrapper's own
+        # state_dict (which would list the shared encoder twice); mismatches always raise.
+        load_packaged_state(self.model, state_dict)
+        return _IncompatibleKeys([], [])
+
+
+def _image_to_hwc(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) tensor -> (H, W, C) numpy array, keeping the dtype the consumer passed."""
+    array = image.detach().cpu().numpy()
+    return np.moveaxis(array, 0, -1)
+
+
+class AisInstanceSegmentation(_Packaged):
+    """Automatic instance segmentation: ``(B, C, H, W)`` image -> ``(B, 1, H, W)`` uint32 labels.
+
+    Per image this *is* ``samzoo.segment(image, model, mode="ais", ais_params=...)``: samzoo's
+    normalization (``config['normalization']``, using the dtype the image arrives in), the encoder
+    (tiled for very large images, as samzoo does), the AIS decoder, then the seeded watershed with
+    ``ais_params`` (the checkpoint's tuned values unless overridden in rdf.yaml).
+    """
+
+    def __init__(self, config: Mapping[str, Any], ais_params: Optional[Mapping[str, Any]] = None):
+        super().__init__(config, with_ais_decoder=True)
+        from ..segmentation.ais import AisParams
+
+        self.ais_params = AisParams.from_dict(dict(ais_params or {}))
+        self.model.ais_params = self.ais_params.to_dict()
+
+    @torch.no_grad()
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 4:
+            raise InputError(f"expected a (batch, channel, y, x) image, got shape {tuple(image.shape)}")
+        from ..segmentation.api import segment
+
+        labels = [segment(_image_to_hwc(item), self.model, mode="ais", ais_params=self.ais_params,
+                          progress=False, is_volume=False) for item in image]
+        return torch.from_numpy(np.stack(labels).astype(np.uint32)[:, None])
+
+
+def normalized_input(model: SamzooModel, image_hwc: np.ndarray) -> torch.Tensor:
+    """One image (H, W, C), any dtype -> the model's (1, 3, H, W) float32 0..255 input."""
+    from ..segmentation.preprocess import prepare_images
+
+    stack, _ = prepare_images(image_hwc, method=model.config.normalization, is_volume=False)
+    return torch.from_numpy(np.ascontiguousarray(stack[0].transpose(2, 0, 1)))[None]
+
+
+class AisNetwork(_Packaged):
+    """The network part of AIS: ``(B, C, H, W)`` image already scaled to 0..255 (C = 1 or 3) ->
+    ``(B, 3, H, W)`` sigmoid maps (foreground, center distance, boundary distance).
+
+    The package declares the 0..255 scaling as BioImage.IO pre-processing; the watershed that
+    turns the maps into labels is documented (and shipped as source) but not part of the network.
+    """
+
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__(config, with_ais_decoder=True)
+
+    @torch.no_grad()
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.to(torch.float32)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.model(x)
+
+
+def lean_decode_core(unetr: nn.Module, z12: torch.Tensor) -> torch.Tensor:
+    """The UNETR decoder (no skip connections) up to its sigmoid, at its native resolution (16x
+    the embedding grid), ordered so that full-resolution tensors die early (see ``lean_decode``)."""
+    z9 = unetr.deconv1(z12)
+    z6 = unetr.deconv2(z9)
+    z3 = unetr.deconv3(z6)
+    skips = [z9, z6, z3]
+    del z9, z6
+    x = unetr.base(z12)
+    x = unetr.decoder(x, encoder_inputs=skips)
+    del skips
+    x = unetr.deconv_out(x)
+    z0 = unetr.deconv4(z3)
+    del z3
+    x = torch.cat([x, z0], dim=1)
+    del z0
+    x = unetr.decoder_head(x)
+    x = unetr.out_conv(x)
+    if unetr.final_activation is not None:
+        x = unetr.final_activation(x)
+    return x
+
+
+def lean_decode(unetr: nn.Module, z12: torch.Tensor, size: int) -> torch.Tensor:
+    """``unetr.decode((z12, None, None), (S, S), (S, S))`` with the same operations on the same
+    inputs (bitwise the same output), ordered so that full-resolution tensors die early.
+
+    torch-em's decode computes the full-resolution skip feature ``z0`` first and keeps every skip
+    feature alive to the end; at ViT-B's 1024 px that is ~2.4 GB of transient memory. Here each
+    feature is made just before it is used and released right after (~1.2 GB).
+    """
+    if getattr(unetr, "use_skip_connection", False):
+        return unetr.decode((z12, None, None), (size, size), (size, size))
+    return unetr.postprocess_masks(lean_decode_core(unetr, z12), (size, size), (size, size))
+
+
+class _DecoderCore(nn.Module):
+    """``lean_decode_core`` as a module, for tracing (fully convolutional: size independent)."""
+
+    def __init__(self, unetr: nn.Module):
+        super().__init__()
+        self.unetr = unetr
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return lean_decode_core(self.unetr, embedding)
+
+
+class ScriptedAisNetwork(nn.Module):
+    """TorchScript-compilable twin of :class:`AisNetwork` around a traced encoder and decoder.
+
+    The encoder always runs on an S x S input, so tracing it is size independent; the resizing,
+    padding, cropping and final resize depend on the image size and are scripted instead, so the
+    exported TorchScript accepts any image size.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, img_size: int, pixel_mean: torch.Tensor,
+                 pixel_std: torch.Tensor):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.img_size = img_size
+        self.register_buffer("pixel_mean", pixel_mean.detach().clone().reshape(1, 3, 1, 1))
+        self.register_buffer("pixel_std", pixel_std.detach().clone().reshape(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.to(torch.float32)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        height = x.shape[2]
+        width = x.shape[3]
+        scale = float(self.img_size) / float(max(height, width))
+        h = int(height * scale + 0.5)
+        w = int(width * scale + 0.5)
+        if h != height or w != width:
+            x = F.interpolate(x, size=[h, w], mode="bilinear", align_corners=False, antialias=True)
+        x = (x - self.pixel_mean) / self.pixel_std
+        x = F.pad(x, [0, self.img_size - w, 0, self.img_size - h])
+        maps = self.decoder(self.encoder(x))
+        # torch-em's postprocess_masks: to S x S (identity at the native size), crop, resize
+        maps = F.interpolate(maps, size=[self.img_size, self.img_size], mode="bilinear", align_corners=False)
+        maps = maps[:, :, :h, :w]
+        return F.interpolate(maps, size=[height, width], mode="bilinear", align_corners=False)
+
+
+class _Capture(nn.Module):
+    """Runs ``module`` and keeps its (real) output, so a trace doubles as a forward pass."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.output: Optional[torch.Tensor] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x)
+        self.output = out.detach()
+        return out
+
+
+@torch.no_grad()
+def script_ais_network(model: SamzooModel, sam_input: torch.Tensor):
+    """TorchScript of the AIS network, plus the image embedding of ``sam_input`` computed while
+    tracing (the trace is the encoder's one forward pass).
+
+    ``sam_input`` is a preprocessed (1, 3, S, S) encoder input (``model.preprocess``). Tracing the
+    encoder is its forward pass, so the returned embedding is reused for the test tensors instead
+    of running the (expensive) encoder again.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        # tracing warns about every Python int taken from a shape: the encoder and decoder only ever
+        # see S x S inputs and (1, C, g, g) embeddings, so those constants are the right ones
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _script_ais_network(model, sam_input)
+
+
+def _script_ais_network(model: SamzooModel, sam_input: torch.Tensor):
+    size = model.config.img_size
+    capture = _Capture(model.sam.image_encoder)
+    encoder = torch.jit.trace(capture, sam_input, check_trace=False)
+    embedding = capture.output
+    if getattr(model.ais_decoder, "use_skip_connection", False):
+        raise NotImplementedError("TorchScript export supports the UNETR without skip connections only")
+    # The decoder is fully convolutional: trace it on a 2x2 embedding (no full-resolution pass, no
+    # full-resolution memory); the traced graph runs at any grid size.
+    tiny = torch.zeros(1, embedding.shape[1], 2, 2, dtype=embedding.dtype, device=embedding.device)
+    decoder = torch.jit.trace(_DecoderCore(model.ais_decoder), tiny, check_trace=False)
+    wrapper = ScriptedAisNetwork(encoder, decoder, size, model.sam.pixel_mean, model.sam.pixel_std)
+    return torch.jit.script(wrapper.eval()), embedding
+
+
+def maps_from_full_size(full: torch.Tensor, input_shape: tuple[int, int], original: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, S, S) decoder output -> (B, 3, *original): the crop + resize of ``decode_ais``."""
+    full = full[..., : input_shape[0], : input_shape[1]]
+    return F.interpolate(full, size=list(original), mode="bilinear", align_corners=False)
+
+
+class InteractiveSegmentation(_Packaged):
+    """Prompted segmentation with micro-sam's tensor layout (batch size 1).
+
+    Inputs (positional, in this order; ``None`` for the ones not given):
+
+    * ``image`` (1, C, H, W): raw intensities, normalized inside like ``samzoo.segment``;
+    * ``box_prompts`` (1, N, 4): x_min, y_min, x_max, y_max in pixels of ``image``;
+    * ``point_prompts`` (1, N, P, 2): x, y in pixels; ``point_labels`` (1, N, P): 1 foreground,
+      0 background, -1 padding;
+    * ``mask_prompts`` (1, N, 1, 4g, 4g): mask logits at SAM's low resolution (g = embedding grid);
+    * ``embeddings`` (1, E, g, g): a previous call's embeddings output; the encoder is skipped.
+
+    Outputs: ``masks`` (1, N, 1, H, W) uint8 (0/1), ``scores`` (1, N, 1) float32 predicted IoU and
+    ``embeddings`` (1, E, g, g) float32. Without any prompt N = 0 (compute the embedding only).
+    """
+
+    def __init__(self, config: Mapping[str, Any], with_ais_decoder: bool = False):
+        super().__init__(config, with_ais_decoder=with_ais_decoder)
+
+    @torch.no_grad()
+    def forward(self, image: torch.Tensor, box_prompts: Optional[torch.Tensor] = None,
+                point_prompts: Optional[torch.Tensor] = None, point_labels: Optional[torch.Tensor] = None,
+                mask_prompts: Optional[torch.Tensor] = None, embeddings: Optional[torch.Tensor] = None):
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise InputError(f"expected a (1, channel, y, x) image, got shape {tuple(image.shape)}")
+        original = (int(image.shape[-2]), int(image.shape[-1]))
+        input_shape = resized_shape(*original, self.model.config.img_size)
+        if embeddings is None:
+            x = normalized_input(self.model, _image_to_hwc(image[0]))
+            embeddings, input_shape = self.model.embed(x)
+        else:
+            embeddings = embeddings.to(self.model.device, torch.float32)
+        masks, scores = prompt_masks(self.model, embeddings, input_shape, original, box_prompts,
+                                     point_prompts, point_labels, mask_prompts)
+        return masks, scores, embeddings
+
+
+@torch.no_grad()
+def prompt_masks(model: SamzooModel, embeddings: torch.Tensor, input_shape: tuple[int, int],
+                 original: tuple[int, int], box_prompts: Optional[torch.Tensor] = None,
+                 point_prompts: Optional[torch.Tensor] = None, point_labels: Optional[torch.Tensor] = None,
+                 mask_prompts: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's prompt encoder + mask decoder for N objects (micro-sam layout, see above)."""
+    sam = model.sam
+    device = embeddings.device
+    height, width = original
+    scale = torch.tensor([input_shape[1] / width, input_shape[0] / height], dtype=torch.float32, device=device)
+    counts = {}
+    boxes = points = masks_in = None
+    if box_prompts is not None:
+        boxes = box_prompts[0].to(device, torch.float32).reshape(-1, 2, 2) * scale
+        boxes = boxes.reshape(-1, 4)
+        counts["box_prompts"] = boxes.shape[0]
+    if point_prompts is not None:
+        if point_labels is None:
+            raise InputError("point_prompts need point_labels")
+        coords = point_prompts[0].to(device, torch.float32) * scale
+        labels = point_labels[0].to(device, torch.int64)
+        if labels.shape != coords.shape[:2]:
+            raise InputError(f"point_labels {tuple(labels.shape)} do not fit point_prompts {tuple(coords.shape)}")
+        points = (coords, labels)
+        counts["point_prompts"] = coords.shape[0]
+    elif point_labels is not None:
+        raise InputError("point_labels given without point_prompts")
+    if mask_prompts is not None:
+        masks_in = mask_prompts[0].to(device, torch.float32)
+        counts["mask_prompts"] = masks_in.shape[0]
+    if len(set(counts.values())) > 1:
+        raise InputError(f"prompts disagree on the number of objects: {counts}")
+    n = next(iter(counts.values()), 0)
+    if n == 0:
+        return (torch.zeros((1, 0, 1, height, width), dtype=torch.uint8),
+                torch.zeros((1, 0, 1), dtype=torch.float32))
+    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=masks_in)
+    if sparse.shape[0] != n:  # mask-only prompts: the prompt encoder cannot know N
+        sparse = sparse.expand(n, -1, -1)
+    low_res, iou = sam.mask_decoder(
+        image_embeddings=embeddings,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
+    )
+    logits = sam.postprocess_masks(low_res, tuple(input_shape), tuple(original))
+    masks = (logits > sam.mask_threshold).to(torch.uint8)
+    return masks[None].cpu(), iou[None].to(torch.float32).cpu()
