@@ -26,7 +26,13 @@ from typing import Any
 from . import __version__
 from .errors import InputError, SamzooError
 
-PLUGIN_MODULES = ("samzoo.hub.cli", "samzoo.publishing.cli", "samzoo.packaging.cli", "samzoo.training.cli")
+PLUGIN_MODULES = (
+    "samzoo.hub.cli",
+    "samzoo.publishing.cli",
+    "samzoo.packaging.cli",
+    "samzoo.training.cli",
+    "samzoo.evaluation.cli",
+)
 
 
 class UsageError(SamzooError):
