@@ -220,8 +220,7 @@ def test_lora_trains_only_adapters_and_merges_into_plain_weights(tmp_path):
     assert torch.equal(resumed.model.sam.image_encoder.blocks[0].attn.qkv.lora_B, qkv.lora_B)
 
 
-@pytest.mark.skipif(not __import__("os").environ.get("SAMZOO_TEST_DDP"),
-                    reason="starts 2 torchrun processes (~1 min on 2 cores); set SAMZOO_TEST_DDP=1")
+@pytest.mark.slow
 def test_distributed_training_under_torchrun(tmp_path):
     import os
     import subprocess
