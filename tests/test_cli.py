@@ -139,6 +139,9 @@ def test_demo(capsys, tmp_path, tiny_checkpoint):
     assert code == 0, stderr
     assert (tmp_path / "demo" / "labels.tif").is_file() and (tmp_path / "demo" / "overlay.png").is_file()
     assert "objects" in stdout and str(tmp_path / "demo" / "labels.tif") in stdout
+    # The random test model finds nothing, so the BioImage.IO step reports why it made no package
+    # (the packaged path itself is covered in test_packaging.py).
+    assert "package: not made (the model finds no object" in stdout
 
 
 def test_parsers():
