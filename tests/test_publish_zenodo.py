@@ -132,8 +132,8 @@ def test_publish_sets_metadata_uploads_files_and_is_idempotent(work, proxy, caps
     assert code == 0, err
     doi = doi_of(out)
     record_id = parse_record_id(doi)
-    # zenodo-mock mints sandbox-style DOIs (10.5072/...), which samzoo loads by record URL
-    assert f"Load it with: SAMZOO_ZENODO_URL={proxy.url} samzoo fetch {proxy.url}/records/{record_id}" in out
+    # zenodo-mock mints sandbox-style DOIs (10.5072/...); the resolver takes them with SAMZOO_ZENODO_URL
+    assert f"Load it with: SAMZOO_ZENODO_URL={proxy.url} samzoo fetch {doi}" in out
     assert TOKEN not in out + err
 
     record = get_json(f"{proxy.url}/api/records/{record_id}")
@@ -151,7 +151,7 @@ def test_publish_sets_metadata_uploads_files_and_is_idempotent(work, proxy, caps
     assert {"identifier": MUSAM_DOI, "relation": "cites"} in meta["related_identifiers"]
     assert {"identifier": "arXiv:2304.02643", "relation": "cites"} in meta["related_identifiers"]
     assert {"nuclei", "bioimage.io", "bioimage.io:model"} <= set(meta["keywords"])
-    assert f"samzoo fetch {proxy.url}/records/{record_id}" in meta["description"]  # reserved before publishing
+    assert f"samzoo fetch {doi}" in meta["description"]  # reserved before publishing
     assert validate_zenodo_metadata({k: v for k, v in meta.items() if k != "doi"}) == []
 
     names = {f["key"]: f for f in record["files"]}
@@ -374,6 +374,7 @@ def test_fetch_published_record_through_samzoo_hub(work, proxy, tmp_path, monkey
     line = next(x for x in out.splitlines() if x.startswith("Load it with: "))
     env, *command = line[len("Load it with: "):].split()
     assert command[:2] == ["samzoo", "fetch"] and len(command) == 3
+    assert command[2].startswith("10.5072/zenodo.")  # by DOI, through the resolver
     monkeypatch.setenv(*env.split("=", 1))
     path = Path(fetch(command[2]))
     assert sha256(path.read_bytes()) == sha256((work / "nuclei.pt").read_bytes())
@@ -420,7 +421,7 @@ def test_helpers():
     assert creator_name("samzoo developers") == "samzoo developers"  # not a person: refused by validation
     assert fetch_command("10.5281/zenodo.9", "https://zenodo.org", 9) == "samzoo fetch 10.5281/zenodo.9"
     assert fetch_command("10.5072/zenodo.9", SANDBOX_URL, 9) == (
-        f"SAMZOO_ZENODO_URL={SANDBOX_URL} samzoo fetch {SANDBOX_URL}/records/9"
+        f"SAMZOO_ZENODO_URL={SANDBOX_URL} samzoo fetch 10.5072/zenodo.9"
     )
     assert parse_record_id("10.5281/zenodo.123") == 123
     assert parse_record_id("https://doi.org/10.5072/zenodo.45") == 45

@@ -33,7 +33,8 @@ DEFAULT_ZENODO_URL = "https://zenodo.org"
 KINDS = ("registry", "huggingface", "zenodo", "url", "bioimageio", "local")
 
 _HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[^\s@]+))?/?$")
-_ZENODO_DOI_RE = re.compile(r"^10\.5281/zenodo\.(?P<rec>\d+)(?:/(?P<version>\d+))?$", re.I)
+_ZENODO_DOI_RE = re.compile(r"^10\.(?P<prefix>5281|5072)/zenodo\.(?P<rec>\d+)(?:/(?P<version>\d+))?$", re.I)
+SANDBOX_ZENODO_URL = "https://sandbox.zenodo.org"
 _DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 _ZENODO_PATH_RE = re.compile(
     r"^/(?:api/)?records?/(?P<rec>\d+)(?:/files/(?P<file>[^/]+?)(?:/content)?)?/?$")
@@ -168,15 +169,19 @@ def _resolve_doi(query: str, doi: str) -> ResolvedModel:
     m = _ZENODO_DOI_RE.match(doi)
     if m is None:
         raise ModelNotFoundError(
-            f"{query!r} is a DOI but not a Zenodo one (10.5281/zenodo.N); only Zenodo DOIs name "
+            f"{query!r} is a DOI but not a Zenodo one (10.5281/zenodo.N, or 10.5072/zenodo.N on the sandbox); only Zenodo DOIs name "
             "downloadable records -- use the record's file URL instead")
     record = m.group("version") or m.group("rec")
+    if m.group("prefix") == "5072":  # test DOIs minted by sandbox.zenodo.org (and local test servers)
+        base = os.environ.get("SAMZOO_ZENODO_URL", "").strip().rstrip("/") or SANDBOX_ZENODO_URL
+        return _zenodo(query, record, base, None, doi_prefix="10.5072")
     return _zenodo(query, record, zenodo_base_url(), None)
 
 
-def _zenodo(query: str, record: str, base: str, filename: str | None) -> ResolvedModel:
+def _zenodo(query: str, record: str, base: str, filename: str | None,
+            doi_prefix: str = "10.5281") -> ResolvedModel:
     api = f"{base}/api/records/{record}"
-    canonical = f"10.5281/zenodo.{record}" + (f"#{filename}" if filename else "")
+    canonical = f"{doi_prefix}/zenodo.{record}" + (f"#{filename}" if filename else "")
     return ResolvedModel(query=query, kind="zenodo", id=canonical, location=api,
                          details={"record": record, "base_url": base, "api_url": api, "file": filename})
 

@@ -97,13 +97,13 @@ def zenodo_base_url(sandbox: bool = False) -> str:
 def fetch_command(doi: str, base_url: str, record_id: int | str | None = None) -> str:
     """The shell line that loads a published record with samzoo.
 
-    Zenodo DOIs (``10.5281/zenodo.N``) are named directly. Other DOIs (sandbox.zenodo.org and
-    zenodo-mock mint ``10.5072/zenodo.N``, which samzoo's resolver does not take) are loaded by
-    their record URL. A server other than zenodo.org is passed on as ``SAMZOO_ZENODO_URL``.
+    Zenodo DOIs (``10.5281/zenodo.N``, and the sandbox's ``10.5072/zenodo.N``) are named
+    directly; anything else is loaded by its record URL. A server other than zenodo.org is
+    passed on as ``SAMZOO_ZENODO_URL``.
     """
     base = base_url.rstrip("/")
     prefix = "" if base == DEFAULT_URL else f"SAMZOO_ZENODO_URL={base} "
-    if re.match(r"^10\.5281/zenodo\.\d+$", doi) or record_id is None:
+    if re.match(r"^10\.(5281|5072)/zenodo\.\d+$", doi) or record_id is None:
         return f"{prefix}samzoo fetch {doi}"
     return f"{prefix}samzoo fetch {base}/records/{record_id}"
 
