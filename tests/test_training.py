@@ -273,3 +273,41 @@ def test_shipped_default_model_is_small_tuned_and_documented():
     assert meta["training"]["phases"] and meta["metrics"]["real_dsb2018"]["baseline_msa"] > 0
     assert meta["metrics"]["fp16_check"]["unchanged"]
     assert (resources.files("samzoo") / "data" / "sample_nuclei.tif").is_file()
+
+
+def test_generalist_presets_name_torch_em_datasets_that_exist():
+    """The LM/EM presets follow μSAM's dataset lists; each must be a real torch-em dataset function."""
+    import torch_em.data.datasets as datasets
+
+    from samzoo.training.config import preset_config
+
+    for name in ("lm-generalist", "em-organelles"):
+        config = preset_config(name)
+        assert config.init_checkpoint == "vit_b" and config.n_sub_iterations == 8
+        for source in config.data + config.val_data:
+            assert source["kind"] == "torch_em"
+            assert callable(getattr(datasets, f"get_{source['dataset']}_dataset")), source
+    assert preset_config("specialist").init_checkpoint == "vit_b_lm"
+
+
+def test_torch_em_source_errors_name_the_problem():
+    from samzoo.errors import InputError
+    from samzoo.training.data import build_source
+
+    with pytest.raises(InputError, match="get_nonexistent_dataset"):
+        build_source({"kind": "torch_em", "dataset": "nonexistent", "path": "x"}, 64)
+    with pytest.raises(InputError, match="needs 'path'"):
+        build_source({"kind": "torch_em", "dataset": "dsb"}, 64)
+
+
+def test_init_checkpoint_accepts_model_ids_and_paths(tmp_path):
+    from samzoo import SamzooModel, preset, save_checkpoint
+    from samzoo.errors import ModelNotFoundError
+    from samzoo.training.config import preset_config
+    from samzoo.training.trainer import Trainer
+
+    path = save_checkpoint(SamzooModel(preset("test")), tmp_path / "init.pt")
+    trainer = Trainer(preset_config("test", out_dir=str(tmp_path / "run"), init_checkpoint=str(path)))
+    assert trainer.model.config.name == "test"
+    with pytest.raises(ModelNotFoundError, match="vit_b_nope"):
+        Trainer(preset_config("test", out_dir=str(tmp_path / "run2"), init_checkpoint="vit_b_nope"))

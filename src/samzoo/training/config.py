@@ -115,6 +115,25 @@ def save_config(config: TrainConfig, path: str | Path) -> Path:
     return path
 
 
+def _torch_em_source(dataset: str, weight: float, **kwargs: Any) -> dict[str, Any]:
+    return {"kind": "torch_em", "weight": weight, "dataset": dataset, "path": f"data/{dataset}", "kwargs": kwargs}
+
+
+# The datasets of the μSAM paper's generalists (Archit et al. 2025), by torch-em dataset name,
+# with sampling weights and the arguments their torch-em functions need.
+_LM_DATASETS = [
+    ("livecell", 2.0, {"split": "train"}),
+    ("deepbacs", 1.0, {"split": "train"}),
+    ("tissuenet", 1.0, {"split": "train"}),
+    ("neurips_cellseg_supervised", 1.0, {"split": "train"}),
+    ("dsb", 1.0, {"split": "train"}),
+]
+_EM_DATASETS = [
+    ("mitoem", 2.0, {"splits": ["train"], "ndim": 3}),
+    ("platynereis_nuclei", 1.0, {"ndim": 3}),
+    ("lucchi", 1.0, {"split": "train", "ndim": 3}),
+]
+
 # Fluorescence mix of the light-microscopy default model (its bar is real fluorescence nuclei).
 _LM_MIX = {"styles": {"fluorescence": 1.0}, "kinds": {"nuclei": 0.9, "cells": 0.1}}
 
@@ -134,6 +153,31 @@ PRESETS: dict[str, TrainConfig] = {
         data=[_synthetic_source(**_LM_MIX)], iterations=6000, lr=4e-4, warmup_iterations=25,
         n_objects=4, n_sub_iterations=2, ais_weight=2.0, n_val=8, val_every=100, save_every=25,
         log_every=5, min_objects=3, lr_patience=4, max_minutes=86,
+    ),
+    # GPU, internet: μSAM's light-microscopy generalist -- SAM vit_b finetuned on the paper's LM
+    # datasets (fetched by torch-em on first use), 8 sub-iterations, lr 1e-5. Needs `samzoo fetch vit_b`.
+    "lm-generalist": TrainConfig(
+        name="lm-generalist", out_dir="runs/lm-generalist", model="vit_b", init_checkpoint="vit_b",
+        patch_size=512, iterations=100000, lr=1e-5, n_objects=25, n_sub_iterations=8,
+        val_every=1000, save_every=1000, log_every=100,
+        data=[_torch_em_source(name, weight, **kwargs) for name, weight, kwargs in _LM_DATASETS],
+        val_data=[_torch_em_source(name, 1.0, **{**kwargs, "split": "val"}) for name, _, kwargs in _LM_DATASETS[:2]],
+    ),
+    # GPU, internet: μSAM's EM organelles generalist (mitochondria and nuclei in volume EM).
+    "em-organelles": TrainConfig(
+        name="em-organelles", out_dir="runs/em-organelles", model="vit_b", init_checkpoint="vit_b",
+        patch_size=512, iterations=100000, lr=1e-5, n_objects=25, n_sub_iterations=8,
+        val_every=1000, save_every=1000, log_every=100,
+        data=[_torch_em_source(name, weight, **kwargs) for name, weight, kwargs in _EM_DATASETS],
+        val_data=[_torch_em_source("lucchi", 1.0, split="test", ndim=3)],
+    ),
+    # Template for a dataset specialist: start from a generalist, your own image/label folders.
+    "specialist": TrainConfig(
+        name="specialist", out_dir="runs/specialist", model="vit_b", init_checkpoint="vit_b_lm",
+        patch_size=512, iterations=10000, lr=1e-5, n_objects=25, n_sub_iterations=8,
+        val_every=500, save_every=500, log_every=50,
+        data=[{"kind": "folder", "weight": 1.0, "images": "data/train/images", "labels": "data/train/labels"}],
+        val_data=[{"kind": "folder", "weight": 1.0, "images": "data/val/images", "labels": "data/val/labels"}],
     ),
     # GPU: μSAM's recipe (8 objects, 8 sub-iterations, lr 1e-5) for finetuning a pretrained model
     "finetune": TrainConfig(

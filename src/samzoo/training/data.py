@@ -95,13 +95,52 @@ class FolderSource:
         return image, labels
 
 
+class TorchEmSource:
+    """A public dataset through torch-em's own ``get_<name>_dataset`` function.
+
+    torch-em knows where each dataset of the μSAM paper lives and downloads it on first use
+    (``download: true``), so samzoo names datasets instead of re-implementing their downloads.
+    ``ndim: 3`` marks volumetric datasets (EM): 2D slices are drawn from 1-deep patches.
+    """
+
+    def __init__(self, dataset: str, path: str | os.PathLike, patch_size: int, kwargs: dict[str, Any] | None = None):
+        import torch_em.data.datasets as datasets
+
+        function = getattr(datasets, f"get_{dataset}_dataset", None)
+        if function is None:
+            raise InputError(f"torch-em has no dataset function get_{dataset}_dataset (torch-em "
+                             f"{getattr(__import__('torch_em'), '__version__', '?')})")
+        options = dict(kwargs or {})
+        ndim = int(options.pop("ndim", 2))
+        options.setdefault("download", True)
+        patch = (1, patch_size, patch_size) if ndim == 3 else (patch_size, patch_size)
+        self.name = dataset
+        self.dataset = function(str(path), patch_shape=patch, **options)
+
+    def draw(self, rng: np.random.Generator) -> Raw:
+        image, labels = self.dataset[int(rng.integers(len(self.dataset)))]
+        image, labels = np.asarray(image), np.asarray(labels)
+        while labels.ndim > 2 and labels.shape[0] == 1:
+            labels = labels[0]
+        while image.ndim > 2 and image.shape[0] == 1:
+            image = image[0]
+        if image.ndim == 3 and image.shape[0] in (2, 3, 4):  # channels first -> last
+            image = np.moveaxis(image, 0, -1)
+        return image, labels.astype(np.int64)
+
+
 def build_source(spec: dict[str, Any], patch_size: int):
     kind = spec.get("kind", "synthetic")
     if kind == "synthetic":
         return SyntheticSource(spec.get("synthetic"), shape=(patch_size, patch_size))
     if kind == "folder":
         return FolderSource(spec["images"], spec["labels"], spec.get("pattern", "*.tif*"))
-    raise InputError(f"unknown data source kind {kind!r} (expected 'synthetic' or 'folder')")
+    if kind == "torch_em":
+        for key in ("dataset", "path"):
+            if key not in spec:
+                raise InputError(f"torch_em data source needs '{key}' (got {sorted(spec)})")
+        return TorchEmSource(spec["dataset"], spec["path"], patch_size, spec.get("kwargs"))
+    raise InputError(f"unknown data source kind {kind!r} (expected 'synthetic', 'folder' or 'torch_em')")
 
 
 # ---------------------------------------------------------------- patches, augmentation

@@ -127,8 +127,10 @@ class Trainer:
         resuming = resume and latest.is_file() and (self.ckpt_dir / STATE).is_file()
         if resuming:
             self.model = load_checkpoint(latest)
-        elif config.init_checkpoint:
-            self.model = load_checkpoint(config.init_checkpoint)
+        elif config.init_checkpoint:  # a path or any model ID (vit_b, vit_b_lm, hf://..., a DOI)
+            from ..api import load_model
+
+            self.model = load_model(config.init_checkpoint)
         else:
             torch.manual_seed(config.seed)
             self.model = SamzooModel(preset(config.model, **config.model_changes))
