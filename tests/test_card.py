@@ -67,11 +67,17 @@ def test_shipped_cards_are_valid_and_render(name):
     assert MUSAM_DOI in text
 
 
-def test_shipped_default_card_has_metrics_for_the_lead_to_fill():
+def test_shipped_default_card_carries_the_measured_metrics():
+    import samzoo
+    from samzoo.models.default import default_checkpoint_path
+
     card = load_card(CARDS / "samzoo-lm-tiny.yaml")
-    assert card.metrics and all(m.value is None for m in card.metrics)
-    assert "not measured yet" in render_card(card)
-    assert "LEAD" in (CARDS / "samzoo-lm-tiny.yaml").read_text(encoding="utf-8")
+    assert card.metrics and all(isinstance(m.value, float) for m in card.metrics)
+    assert "not measured yet" not in render_card(card)
+    measured = samzoo.load_checkpoint(default_checkpoint_path()).metadata["metrics"]
+    values = {m.value for m in card.metrics}
+    assert round(measured["real_dsb2018"]["model_msa"], 3) in values
+    assert round(measured["synthetic_test"]["model_msa"], 3) in values
 
 
 def test_missing_fields_are_all_listed_in_one_error():
