@@ -9,8 +9,12 @@ CPU time of one thread measures the work.
 For vit_b (random weights, ``SamzooModel(preset("vit_b"), with_ais_decoder=True)``) and, when its
 checkpoint is installed, samzoo's default model, on one uint8 RGB image of ``--size`` px:
 
-* image encoder: ``Predictor.set_image`` vs ``SamPredictor.set_image`` (everything the user waits
-  for: validation, normalisation, resize, encoder), interleaved, best of ``--repeats``;
+* set_image: ``Predictor.set_image`` vs ``SamPredictor.set_image`` (everything the user waits
+  for: validation, normalisation, resize, encoder), interleaved; times are the best of
+  ``--repeats``, the ratio is the median of the per-repeat ratios (robust to load spikes). When
+  the reference is fed samzoo's preprocessed image (see below) its time excludes normalisation and
+  resizing, so this row then favours the reference;
+* image encoder network only: both ``image_encoder`` modules on the identical input tensor;
 * prompt decode: one point (3 masks) and one box, mean over ``--decode-repeats`` calls;
 * AIS: samzoo's decoder pass and watershed (segment-anything has no AIS; no ratio).
 
@@ -49,10 +53,17 @@ class Row:
     step: str
     ours: float
     reference: float | None = None
+    paired_ratio: float | None = None  # median of per-repeat ratios (robust to load spikes)
+
+    @property
+    def ratio_value(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
+        return None if self.reference is None else self.ours / self.reference
 
     @property
     def ratio(self) -> str:
-        return "-" if self.reference is None else f"{self.ours / self.reference:.2f}x"
+        return "-" if self.ratio_value is None else f"{self.ratio_value:.2f}x"
 
 
 @dataclass
@@ -138,9 +149,24 @@ def bench_model(name: str, model, image: np.ndarray, report: Report, *, repeats:
         ours_times.append(seconds)
         seconds, _ = timed(set_reference)
         ref_times.append(seconds)
-        print(f"  {name}: encoder samzoo {ours_times[-1]:.2f} s, segment-anything {ref_times[-1]:.2f} s",
+        print(f"  {name}: set_image samzoo {ours_times[-1]:.2f} s, segment-anything {ref_times[-1]:.2f} s",
               file=sys.stderr)
-    report.rows.append(Row(name, f"image encoder ({size}x{size})", min(ours_times), min(ref_times)))
+    report.rows.append(Row(name, f"set_image ({size}x{size})", min(ours_times), min(ref_times),
+                           float(np.median(np.array(ours_times) / np.array(ref_times)))))
+
+    # the networks alone, on the identical preprocessed tensor (isolates the attention)
+    network_input, _ = model.preprocess(_our_resized_input(ours, model)[0])
+    ours_net, ref_net = [], []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            seconds, _ = timed(model.sam.image_encoder, network_input)
+            ours_net.append(seconds)
+            seconds, _ = timed(reference.model.image_encoder, network_input)
+            ref_net.append(seconds)
+            print(f"  {name}: image encoder samzoo {ours_net[-1]:.2f} s, segment-anything {ref_net[-1]:.2f} s",
+                  file=sys.stderr)
+    report.rows.append(Row(name, "image encoder network only", min(ours_net), min(ref_net),
+                           float(np.median(np.array(ours_net) / np.array(ref_net)))))
 
     emb_ours, emb_ref = ours.get_image_embedding(), reference.get_image_embedding()
     diff = float((emb_ours - emb_ref).abs().max())
@@ -256,9 +282,9 @@ def main(argv=None) -> int:
                         decode_repeats=args.decode_repeats)
 
     print_report(report)
-    encoder = next(r for r in report.rows if r.step.startswith("image encoder"))
-    ratio = encoder.ours / encoder.reference
-    print(f"\n{args.arch} embedding: samzoo/segment-anything = {ratio:.2f}x (target <= {TARGET_EMBEDDING_RATIO}x): "
+    encoder = next(r for r in report.rows if r.step.startswith("set_image"))
+    ratio = encoder.ratio_value
+    print(f"\n{args.arch} set_image (embedding): samzoo/segment-anything = {ratio:.2f}x (target <= {TARGET_EMBEDDING_RATIO}x): "
           f"{'met' if ratio <= TARGET_EMBEDDING_RATIO else 'NOT met'}")
     return 0 if all(ok for _, ok, _ in report.checks) else 1
 
