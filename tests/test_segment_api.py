@@ -9,7 +9,6 @@ import pytest
 import torch
 from scipy import ndimage
 
-import samzoo
 from samzoo import InputError
 from samzoo.segmentation.ais import AisParams
 from samzoo.segmentation.api import resolve_ais_params, segment, segment_from_prompts

@@ -44,7 +44,8 @@ def load_model(model: str | os.PathLike | None = None, *, device: str | torch.de
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.startswith((".", "/", "~")) or text.endswith((".pt", ".pth", ".zip"))  and "://" not in text
+    """A local-looking name that does not exist is a typo, not a model ID to look up remotely."""
+    return text.startswith((".", "/", "~")) or (text.endswith((".pt", ".pth", ".zip")) and "://" not in text)
 
 
 def _load_local(path: Path, decoder: Path | None = None) -> SamzooModel:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from samzoo.errors import InputError, SamzooError
+from samzoo.io import atomic_path
 
 __all__ = ["STARDIST_VERSION", "fetch_stardist_nuclei"]
 
@@ -89,15 +90,8 @@ def _is_cached(folder: Path, members: tuple[_Member, ...]) -> bool:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache should be readable like any file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _pip_download(requirement: str, extra_args: tuple[str, ...], dest: Path) -> Path:

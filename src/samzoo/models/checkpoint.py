@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -196,17 +195,9 @@ def checkpoint_dict(model: SamzooModel, *, half: bool = False) -> dict[str, Any]
 
 def save_checkpoint(model: SamzooModel, path: str | os.PathLike, *, half: bool = False) -> Path:
     """Write atomically; ``half`` stores float weights as float16 (loads back as float32)."""
+    from ..io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(checkpoint_dict(model, half=half), tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared caches unreadable
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

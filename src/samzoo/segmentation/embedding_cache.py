@@ -33,13 +33,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..io import atomic_path
 
 CACHE_FORMAT = 1
 _FINGERPRINT_ATTR = "_samzoo_fingerprint"
@@ -107,14 +108,8 @@ class CachedEmbedding:
 
 
 def _atomic_write(path: Path, write) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            write(handle)
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        write(handle)
 
 
 class EmbeddingCache:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..models.model import SamzooModel, resized_shape
+from ..models.model import SamzooModel
 from .embedding_cache import (
     EmbeddingCache,
     as_embedding_cache,

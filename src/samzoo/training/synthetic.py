@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -747,16 +746,11 @@ def _check_count_seed(n: int, seed: int) -> tuple[int, int]:
 def _write_tif_atomic(path: Path, array: np.ndarray) -> None:
     import tifffile
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        photometric = "rgb" if array.ndim == 3 and array.shape[-1] == 3 else "minisblack"
+    from ..io import atomic_path
+
+    photometric = "rgb" if array.ndim == 3 and array.shape[-1] == 3 else "minisblack"
+    with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, array, photometric=photometric, compression="zlib")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data sets are shared like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_dataset(

@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..io import atomic_path
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.config import preset
 from ..models.model import SamzooModel
@@ -37,14 +36,8 @@ LATEST, BEST, STATE = "latest.pt", "best.pt", "latest_state.pt"
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def freeze(model: SamzooModel, parts: list[str]) -> None:
