@@ -27,6 +27,7 @@ from pathlib import Path
 FACTS_MICRO_SAM = {"seconds": 65.0, "peak_rss_gb": 3.8, "zip_mb": 338.0, "source": "FACTS.md (same machine type)"}
 TARGET_TIME_FRACTION = 0.5
 TARGET_RSS_GB = 2.5
+TORCHVISION_FIX = Path(__file__).resolve().parents[1] / "src" / "samzoo" / "_torchvision_fix.py"
 
 
 def make_checkpoint(path: Path) -> Path:
@@ -75,7 +76,9 @@ print(json.dumps({"call_s": t1 - t_import, "import_s": t_import - t0,
 CHILD_MICRO_SAM = r"""
 import sys, time, json
 t0 = time.perf_counter()
-import samzoo  # the torchvision fix, before micro_sam imports torchvision
+import importlib.util  # samzoo's torchvision fix (by file path), before micro_sam imports torchvision
+spec = importlib.util.spec_from_file_location("_samzoo_tv_fix", sys.argv[4])
+fix = importlib.util.module_from_spec(spec); spec.loader.exec_module(fix); fix.ensure_torchvision_importable()
 import numpy as np
 from micro_sam.bioimageio import export_sam_model
 t_import = time.perf_counter()
@@ -135,7 +138,8 @@ def main(argv=None) -> int:
         out_m = work / "micro_sam_out"
         out_m.mkdir(exist_ok=True)
         print("micro-sam export_sam_model (vit_b) ...", flush=True)
-        results["micro_sam"] = run_child(args.micro_sam_python, CHILD_MICRO_SAM, [str(ckpt), str(out_m), str(sample)], env)
+        results["micro_sam"] = run_child(args.micro_sam_python, CHILD_MICRO_SAM,
+                                       [str(ckpt), str(out_m), str(sample), str(TORCHVISION_FIX)], env)
     else:
         results["micro_sam"] = dict(FACTS_MICRO_SAM)
 

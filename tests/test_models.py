@@ -79,3 +79,42 @@ def test_unknown_preset_and_unknown_config_field():
         preset("vit_x")
     with pytest.raises(CheckpointError, match="unknown fields: colour"):
         ModelConfig.from_dict({**PRESETS["test"].to_dict(), "colour": 1})
+
+
+@pytest.mark.parametrize("rows", [2, 3, 7, 32, 10_000])
+def test_strip_decoder_matches_torch_em_decode(rows):
+    """Inference runs the decoder's full-resolution head in row strips (memory): the maps agree
+    with torch-em's one-piece ``UNETR.decode`` to float rounding, for strips that do and do not
+    divide the height, and for one strip larger than the image."""
+    from samzoo.models.ais_decoder import decode_full_size
+
+    torch.manual_seed(3)
+    model = SamzooModel(preset("test")).eval()
+    for module in model.ais_decoder.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    size = model.config.img_size
+    grid = size // model.config.patch_size
+    embedding = torch.randn(2, model.sam.image_encoder.neck[-1].weight.shape[0], grid, grid)
+    with torch.no_grad():
+        expected = model.ais_decoder.decode((embedding, None, None), (size, size), (size, size))
+        maps = decode_full_size(model.ais_decoder, embedding, rows)
+        maps = model.ais_decoder.postprocess_masks(maps, (size, size), (size, size))
+    assert maps.shape == expected.shape
+    assert (maps - expected).abs().max() < 1e-5
+
+
+def test_decode_ais_uses_strips_only_in_inference():
+    """With autograd on (training) the decoder is torch-em's own graph; strips are for no_grad."""
+    torch.manual_seed(4)
+    model = SamzooModel(preset("test")).eval()
+    size = model.config.img_size
+    grid = size // model.config.patch_size
+    embedding = torch.randn(1, model.sam.image_encoder.neck[-1].weight.shape[0], grid, grid, requires_grad=True)
+    trained = model.decode_ais(embedding, (size, size), (size, size))
+    trained.sum().backward()
+    assert embedding.grad is not None and embedding.grad.abs().sum() > 0
+    with torch.no_grad():
+        inferred = model.decode_ais(embedding, (size, size), (size, size))
+    assert (inferred - trained.detach()).abs().max() < 1e-5

@@ -364,19 +364,6 @@ def _write_sample(workdir: Path) -> Path:
     return path
 
 
-def test_lean_decode_computes_the_same(model):
-    """Packaging runs the AIS decoder reordered (full-resolution features freed early): same numbers."""
-    from samzoo.packaging import architectures as arch
-
-    x = torch.rand(1, 3, 128, 128) * 255
-    with torch.no_grad():
-        sam_input, shape = model.preprocess(x)
-        embedding = model.sam.image_encoder(sam_input)
-        expected = model.decode_ais(embedding, shape, (128, 128))
-        lean = arch.maps_from_full_size(arch.lean_decode(model.ais_decoder, embedding, 128), shape, (128, 128))
-    assert torch.equal(lean, expected)
-
-
 def test_load_unpacked_folder_package(packages, model, workdir):
     folder = workdir / "unpacked_interactive"
     with zipfile.ZipFile(packages["interactive"]) as zf:

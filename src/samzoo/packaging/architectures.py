@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from ..errors import CheckpointError, InputError
-from ..models.ais_decoder import decoder_state
+from ..models.ais_decoder import decode_full_size, decoder_state
 from ..models.checkpoint import describe_mismatch
 from ..models.config import ModelConfig
 from ..models.model import SamzooModel, resized_shape
@@ -161,51 +161,16 @@ class AisNetwork(_Packaged):
         return self.model(x)
 
 
-def lean_decode_core(unetr: nn.Module, z12: torch.Tensor) -> torch.Tensor:
-    """The UNETR decoder (no skip connections) up to its sigmoid, at its native resolution (16x
-    the embedding grid), ordered so that full-resolution tensors die early (see ``lean_decode``)."""
-    z9 = unetr.deconv1(z12)
-    z6 = unetr.deconv2(z9)
-    z3 = unetr.deconv3(z6)
-    skips = [z9, z6, z3]
-    del z9, z6
-    x = unetr.base(z12)
-    x = unetr.decoder(x, encoder_inputs=skips)
-    del skips
-    x = unetr.deconv_out(x)
-    z0 = unetr.deconv4(z3)
-    del z3
-    x = torch.cat([x, z0], dim=1)
-    del z0
-    x = unetr.decoder_head(x)
-    x = unetr.out_conv(x)
-    if unetr.final_activation is not None:
-        x = unetr.final_activation(x)
-    return x
-
-
-def lean_decode(unetr: nn.Module, z12: torch.Tensor, size: int) -> torch.Tensor:
-    """``unetr.decode((z12, None, None), (S, S), (S, S))`` with the same operations on the same
-    inputs (bitwise the same output), ordered so that full-resolution tensors die early.
-
-    torch-em's decode computes the full-resolution skip feature ``z0`` first and keeps every skip
-    feature alive to the end; at ViT-B's 1024 px that is ~2.4 GB of transient memory. Here each
-    feature is made just before it is used and released right after (~1.2 GB).
-    """
-    if getattr(unetr, "use_skip_connection", False):
-        return unetr.decode((z12, None, None), (size, size), (size, size))
-    return unetr.postprocess_masks(lean_decode_core(unetr, z12), (size, size), (size, size))
-
-
 class _DecoderCore(nn.Module):
-    """``lean_decode_core`` as a module, for tracing (fully convolutional: size independent)."""
+    """The UNETR decoder up to its sigmoid as a module, for tracing (fully convolutional: size
+    independent; in one piece, since a traced strip loop would bake in one image size)."""
 
     def __init__(self, unetr: nn.Module):
         super().__init__()
         self.unetr = unetr
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return lean_decode_core(self.unetr, embedding)
+        return decode_full_size(self.unetr, embedding, rows=None)
 
 
 class ScriptedAisNetwork(nn.Module):
@@ -291,12 +256,6 @@ def _script_ais_network(model: SamzooModel, sam_input: torch.Tensor):
     decoder = torch.jit.trace(_DecoderCore(model.ais_decoder), tiny, check_trace=False)
     wrapper = ScriptedAisNetwork(encoder, decoder, size, model.sam.pixel_mean, model.sam.pixel_std)
     return torch.jit.script(wrapper.eval()), embedding
-
-
-def maps_from_full_size(full: torch.Tensor, input_shape: tuple[int, int], original: tuple[int, int]) -> torch.Tensor:
-    """(B, 3, S, S) decoder output -> (B, 3, *original): the crop + resize of ``decode_ais``."""
-    full = full[..., : input_shape[0], : input_shape[1]]
-    return F.interpolate(full, size=list(original), mode="bilinear", align_corners=False)
 
 
 class InteractiveSegmentation(_Packaged):

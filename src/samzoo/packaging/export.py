@@ -23,8 +23,8 @@ Package kinds (``package_model`` returns ``{kind: zip path}``):
 
 Cost: the image encoder runs exactly once (when TorchScript is made, the trace *is* that run;
 samzoo's FastAttention already computes global attention in query chunks); the AIS decoder runs
-once, reordered so that
-full-resolution features are freed early (bitwise the same), and is traced for TorchScript on a
+once, with its full-resolution head in row strips (``samzoo.models.ais_decoder.decode_embedding``,
+the same code ``samzoo.segment`` and the packaged model run), and is traced for TorchScript on a
 2x2 embedding (it is fully convolutional), not at full resolution. The weights file is written
 once and shared by all packages; files are hashed once; zips are stored, not deflated.
 Everything is written under a temp dir and each zip is moved into place with ``os.replace`` only
@@ -52,12 +52,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError, SamzooError
-from ..models.ais_decoder import AIS_CHANNELS
+from ..models.ais_decoder import AIS_CHANNELS, decode_embedding
 from ..models.model import SamzooModel
 from . import metadata as md
 from .architectures import (
-    lean_decode,
-    maps_from_full_size,
     normalized_input,
     packaged_state,
     prompt_masks,
@@ -684,9 +682,7 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
         _phase("encoder" + (" (traced for TorchScript)" if b.torchscript_path else ""), start)
         maps = None
         if model.has_ais_decoder:
-            full = lean_decode(model.ais_decoder, embedding, cfg.img_size)
-            maps = maps_from_full_size(full, input_shape, original)
-            del full
+            maps = decode_embedding(model.ais_decoder, embedding, input_shape, original)
             _release_memory()
             _phase("AIS decoder", start)
 
