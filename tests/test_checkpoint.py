@@ -89,6 +89,53 @@ def test_pickled_objects_are_refused(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
+class OpensAFile:
+    """Unpickled by plain pickle this would create a file: stands in for any code a pickle can run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_trainer_checkpoint_with_pickled_modules_gives_its_weights_and_runs_nothing(model, tmp_path, caplog):
+    """torch-em / micro-sam training checkpoints pickle the model object beside its weights
+    (and could pickle anything): samzoo reads the weights and runs none of the pickled objects."""
+    marker = tmp_path / "pickle-ran-code"
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    checkpoint = {
+        "model_state": {"sam." + k: v for k, v in model.sam.state_dict().items()},
+        "decoder_state": decoder_state(model.ais_decoder),
+        "optimizer_state": optimizer.state_dict(),
+        "init": {"model_class": "micro_sam.training.trainable_sam.TrainableSAM",
+                 "model_kwargs": {"sam": model.sam}, "hook": OpensAFile(marker)},
+        "iteration": 5,
+    }
+    torch.save(checkpoint, tmp_path / "latest.pt")
+    with pytest.raises(Exception):  # what torch itself does with weights_only=True
+        torch.load(tmp_path / "latest.pt", weights_only=True)
+
+    with caplog.at_level("WARNING", logger="samzoo.models.checkpoint"):
+        loaded = load_checkpoint(tmp_path / "latest.pt")
+    assert not marker.exists()
+    assert_same_weights(model.sam, loaded.sam)
+    assert_same_weights(model.ais_decoder, loaded.ais_decoder)
+    assert "latest.pt" in caplog.text and "were not loaded" in caplog.text
+
+
+def test_tensor_only_reader_replaces_every_foreign_global(tmp_path):
+    from samzoo.models.tensor_unpickler import SkippedObject, read_tensors_only
+
+    marker = tmp_path / "ran"
+    torch.save({"w": torch.arange(3.0), "evil": OpensAFile(marker), "ok": [1, "a", (2.0,)]}, tmp_path / "x.pt")
+    state, skipped = read_tensors_only(tmp_path / "x.pt")
+    assert not marker.exists()
+    assert torch.equal(state["w"], torch.arange(3.0)) and state["ok"] == [1, "a", (2.0,)]
+    assert isinstance(state["evil"], SkippedObject)
+    assert skipped == [f"{open.__module__}.open"]  # io.open: where pickle finds the builtin
+
+
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all"])
 def test_unreadable_files(tmp_path, content):
     (tmp_path / "x.pt").write_bytes(content)
