@@ -146,6 +146,62 @@ def test_loss_goes_down_on_a_fixed_batch(tmp_path):
     assert stats[-1]["loss_ais"] < 0.8 * stats[0]["loss_ais"]
 
 
+def test_staged_backward_gives_the_gradients_of_the_summed_loss(tmp_path):
+    """One process back-propagates the two heads one after the other (memory); the gradients
+    are those of ``(ais + interactive).backward()``, which DDP runs."""
+    trainer = Trainer(small_config(tmp_path, n_sub_iterations=3), progress=False)
+    batch = sample_batch(trainer.sampler, 0, 0, 2)
+    loss_module = trainer.loss_module
+
+    def grads():
+        return {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    trainer.model.zero_grad(set_to_none=True)
+    total, joint_stats = loss_module(batch, 0)
+    total.backward()
+    joint = grads()
+    trainer.model.zero_grad(set_to_none=True)
+    staged_stats = loss_module.backward_staged(batch, 0)
+    staged = grads()
+
+    assert joint.keys() == staged.keys()
+    assert any(n.startswith("sam.image_encoder.") for n in staged)  # the encoder got its gradient
+    assert any(n.startswith("ais_decoder.") and ".encoder." not in n for n in staged)
+    for name in joint:
+        torch.testing.assert_close(staged[name], joint[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert staged_stats["loss"] == pytest.approx(joint_stats["loss"], rel=1e-6)
+
+
+def test_mixed_precision_trains_in_bfloat16_on_cpu_with_float32_weights(tmp_path):
+    """micro-sam's default: autocast (bfloat16 on CPU); weights, optimizer and losses stay float32."""
+    trainer = Trainer(small_config(tmp_path, mixed_precision=True, lr=3e-3), progress=False)
+    before = _params(trainer.model)
+    batch = sample_batch(trainer.sampler, 0, 0, 1)
+    seen = []
+    linear = next(m for m in trainer.model.sam.image_encoder.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    stats = [trainer.step(batch) for _ in range(6)]
+    hook.remove()
+    assert seen and all(dtype == torch.bfloat16 for dtype in seen)
+    assert all(np.isfinite(s["loss"]) for s in stats)
+    assert np.mean([s["loss"] for s in stats[-2:]]) < stats[0]["loss"]
+    after = _params(trainer.model)
+    assert all(v.dtype == before[k].dtype for k, v in after.items())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_training_device_is_resolved_and_checked(tmp_path):
+    from samzoo.training.trainer import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(InputError, match="device must be"):
+        small_config(tmp_path, device="gpu0")
+
+
 def test_fit_writes_checkpoints_logs_and_resumes_exactly(tmp_path):
     cfg = small_config(tmp_path, iterations=4, val_every=2)
     trainer = Trainer(cfg, progress=False)

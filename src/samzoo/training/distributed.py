@@ -16,13 +16,29 @@ import torch.distributed as dist
 
 
 def distributed_context() -> tuple[int, int]:
-    """``(rank, world_size)``; initialises the process group when launched by torchrun."""
+    """``(rank, world_size)``; initialises the process group when launched by torchrun (each
+    rank on its own GPU, ``LOCAL_RANK``, when there are GPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank())
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _collective_device() -> torch.device:
+    """nccl only moves CUDA tensors, gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _active() -> bool:
@@ -32,7 +48,7 @@ def _active() -> bool:
 def broadcast_float(value: float, src: int = 0) -> float:
     if not _active():
         return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device())
     dist.broadcast(t, src)
     return float(t.item())
 

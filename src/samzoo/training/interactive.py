@@ -24,16 +24,17 @@ from .prompts import choose_objects, corrective_points, initial_prompts, point_i
 def _predict(sam, embedding, input_shape, patch_shape, scale, points, point_labels, boxes, mask_input,
              multimask: bool):
     sy, sx = scale
-    factor = torch.tensor([sx, sy])
-    pts = (points * factor, point_labels) if points is not None else None
-    bxs = boxes * torch.tensor([sx, sy, sx, sy]) if boxes is not None else None
+    device = embedding.device
+    factor = torch.tensor([sx, sy], device=device)
+    pts = (points.to(device) * factor, point_labels.to(device)) if points is not None else None
+    bxs = boxes.to(device) * torch.tensor([sx, sy, sx, sy], device=device) if boxes is not None else None
     sparse, dense = sam.prompt_encoder(points=pts, boxes=bxs, masks=mask_input)
     low, iou_pred = sam.mask_decoder(
         image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
     )
     logits = sam.postprocess_masks(low, tuple(input_shape), tuple(patch_shape))
-    return low, logits, iou_pred
+    return low, logits.float(), iou_pred.float()  # losses in float32 under mixed precision
 
 
 def interactive_loss(sam, embedding: torch.Tensor, labels: np.ndarray, input_shape: tuple[int, int],
@@ -45,14 +46,14 @@ def interactive_loss(sam, embedding: torch.Tensor, labels: np.ndarray, input_sha
     if len(ids) == 0:
         return None
     gt = labels[None] == ids[:, None, None]  # (N, P, P)
-    gt_t = torch.from_numpy(gt).float()
+    gt_t = torch.from_numpy(gt).float().to(embedding.device)
     patch_shape = labels.shape
     scale = (input_shape[0] / patch_shape[0], input_shape[1] / patch_shape[1])
     use_box = bool(rng.random() < box_probability)
     points, point_labels, boxes = initial_prompts(gt, rng, use_box)
     mask_input = None
     losses, dices, ious = [], [], []
-    rows = torch.arange(len(ids))
+    rows = torch.arange(len(ids), device=embedding.device)
     for round_ in range(n_sub_iterations):
         multimask = round_ == 0 and not use_box  # a single point is ambiguous
         low, logits, iou_pred = _predict(sam, embedding, input_shape, patch_shape, scale, points,
@@ -68,7 +69,7 @@ def interactive_loss(sam, embedding: torch.Tensor, labels: np.ndarray, input_sha
         ious.append(float(actual[rows, best].mean()))
         if round_ == n_sub_iterations - 1:
             break
-        pred = (logits.detach()[rows, best] > 0).numpy()
+        pred = (logits.detach()[rows, best] > 0).cpu().numpy()
         new_points, new_labels = corrective_points(gt, pred, rng)
         if points is None:
             points, point_labels = new_points, new_labels
@@ -91,9 +92,9 @@ def prompt_dice(sam, embedding: torch.Tensor, labels: np.ndarray, input_shape: t
     if len(ids) == 0:
         return {}
     gt = labels[None] == ids[:, None, None]
-    gt_t = torch.from_numpy(gt).float()
+    gt_t = torch.from_numpy(gt).float().to(embedding.device)
     scale = (input_shape[0] / labels.shape[0], input_shape[1] / labels.shape[1])
-    rows = torch.arange(len(ids))
+    rows = torch.arange(len(ids), device=embedding.device)
     out = {}
     _, _, boxes = initial_prompts(gt, None, True)
     _, logits, _ = _predict(sam, embedding, input_shape, labels.shape, scale, None, None, boxes, None, False)

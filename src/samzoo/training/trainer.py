@@ -2,6 +2,9 @@
 
 Each iteration encodes the batch once; the AIS loss (torch-em's Dice-based distance loss) and the
 interactive loss (see ``interactive``) share that embedding, and one optimizer step updates both.
+(micro-sam's trainer runs the encoder twice, once per head.) The heads are back-propagated one
+after the other into the shared embedding, then the encoder once (``JointLoss.backward_staged``),
+so only one head's activations are alive at a time.
 Adam + ReduceLROnPlateau on the validation metric; ``best`` and ``latest`` checkpoints are samzoo
 checkpoints (atomic); the optimizer/scheduler/iteration state lives in a separate file read with
 ``weights_only=True``; resume restores all of it, and because every batch and every prompt is a
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..io import atomic_path
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.config import preset
@@ -28,11 +31,26 @@ from ..models.model import SamzooModel
 from .config import TrainConfig, save_config
 from .data import PatchSampler, build_source, fixed_samples, sample_batch
 from .interactive import interactive_loss, prompt_dice
-from .distributed import broadcast_float, barrier, distributed_context
+from .distributed import broadcast_float, barrier, distributed_context, local_rank
 from .lora import apply_lora, has_lora, merge_lora
 from .losses import ais_loss_fn
 
 LATEST, BEST, STATE = "latest.pt", "best.pt", "latest_state.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: this rank's GPU (``LOCAL_RANK`` under torchrun) when CUDA is there, else the CPU;
+    an explicit device that this machine lacks is an error, not a silent CPU run."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank()}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"training device {name!r} requested but CUDA is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError("training device 'mps' requested but MPS is not available here")
+    return device
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -64,43 +82,92 @@ class JointLoss(torch.nn.Module):
     """The loss of one batch as a module (so it can be wrapped in DistributedDataParallel):
     one encoder pass, the AIS loss and the interactive loss on the same embeddings."""
 
-    def __init__(self, model: SamzooModel, config: TrainConfig, sample_offset: int = 0):
+    def __init__(self, model: SamzooModel, config: TrainConfig, sample_offset: int = 0,
+                 device: torch.device | str = "cpu"):
         super().__init__()
         self.model = model
         self.config = config
         self.sample_offset = sample_offset  # distinct prompt randomness per DDP rank
+        self.device = torch.device(device)
         self.ais_loss = ais_loss_fn()
 
+    def autocast(self) -> torch.autocast:
+        """micro-sam's mixed precision: bfloat16 on CPU, float16 on CUDA; losses stay float32."""
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.config.mixed_precision)
+
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        cfg, model = self.config, self.model
-        images = batch["image"]
-        x, input_shape = model.preprocess(images)
-        embeddings = model.sam.image_encoder(x)
+        """The weighted sum of both losses, one graph (what DDP needs: one backward per step)."""
+        embeddings, input_shape = self.encode(batch)
         stats: dict[str, float] = {}
         total = torch.zeros(())
-        if cfg.ais_weight > 0:
-            pred = model.decode_ais(embeddings, input_shape, tuple(images.shape[-2:]))
-            ais = self.ais_loss(pred, batch["target"])
-            total = total + cfg.ais_weight * ais
-            stats["loss_ais"] = float(ais.detach())
-        if cfg.interactive_weight > 0:
-            parts = []
-            for b in range(images.shape[0]):
-                rng = np.random.default_rng([cfg.seed, step, self.sample_offset + b, 7])
-                res = interactive_loss(
-                    model.sam, embeddings[b:b + 1], batch["labels"][b].numpy(), input_shape, rng,
-                    n_objects=cfg.n_objects, n_sub_iterations=cfg.n_sub_iterations,
-                    box_probability=cfg.box_probability, mask_prompt_probability=cfg.mask_prompt_probability)
-                if res is not None:
-                    parts.append(res)
-            if parts:
-                inter = torch.stack([p[0] for p in parts]).mean()
-                total = total + cfg.interactive_weight * inter
-                stats["loss_interactive"] = float(inter.detach())
-                for key in parts[0][1]:
-                    stats[key] = float(np.mean([p[1][key] for p in parts]))
+        for loss in (self.ais_part(batch, embeddings, input_shape, stats),
+                     self.interactive_part(batch, embeddings, input_shape, step, stats)):
+            if loss is not None:
+                total = total + loss
         stats["loss"] = float(total.detach())
         return total, stats
+
+    def backward_staged(self, batch: dict[str, torch.Tensor], step: int, scale=lambda loss: loss) -> dict[str, float]:
+        """The same gradients as ``forward(...)[0].backward()``, with less memory: each head's
+        loss is back-propagated to a detached copy of the embeddings as soon as it is computed
+        (freeing that head's activations), then the encoder's graph once with the summed
+        embedding gradient. The AIS decoder's full-resolution activations and the prompt
+        decoder's sub-iterations are never alive at the same time. ``scale``: the gradient
+        scaler's ``scale`` under float16 (the embedding gradient then carries the same scale)."""
+        embeddings, input_shape = self.encode(batch)
+        detached = embeddings.detach().requires_grad_(embeddings.requires_grad)
+        stats: dict[str, float] = {}
+        total = 0.0
+        heads = (lambda: self.ais_part(batch, detached, input_shape, stats),
+                 lambda: self.interactive_part(batch, detached, input_shape, step, stats))
+        for head_loss in heads:
+            loss = head_loss()
+            if loss is not None:
+                total += float(loss.detach())
+                if loss.requires_grad:
+                    scale(loss).backward()
+                del loss
+        if embeddings.requires_grad and detached.grad is not None:
+            embeddings.backward(detached.grad)
+        stats["loss"] = total
+        return stats
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
+        with self.autocast():
+            x, input_shape = self.model.preprocess(batch["image"].to(self.device))
+            return self.model.sam.image_encoder(x), input_shape
+
+    def ais_part(self, batch, embeddings, input_shape, stats) -> torch.Tensor | None:
+        if self.config.ais_weight <= 0:
+            return None
+        with self.autocast():
+            pred = self.model.decode_ais(embeddings, input_shape, tuple(batch["image"].shape[-2:]))
+        ais = self.ais_loss(pred.float(), batch["target"].to(self.device))
+        stats["loss_ais"] = float(ais.detach())
+        return self.config.ais_weight * ais
+
+    def interactive_part(self, batch, embeddings, input_shape, step, stats) -> torch.Tensor | None:
+        cfg = self.config
+        if cfg.interactive_weight <= 0:
+            return None
+        parts = []
+        for b in range(batch["image"].shape[0]):
+            rng = np.random.default_rng([cfg.seed, step, self.sample_offset + b, 7])
+            with self.autocast():
+                res = interactive_loss(
+                    self.model.sam, embeddings[b:b + 1], batch["labels"][b].numpy(), input_shape, rng,
+                    n_objects=cfg.n_objects, n_sub_iterations=cfg.n_sub_iterations,
+                    box_probability=cfg.box_probability, mask_prompt_probability=cfg.mask_prompt_probability)
+            if res is not None:
+                parts.append(res)
+        if not parts:
+            return None
+        inter = torch.stack([p[0] for p in parts]).mean()
+        stats["loss_interactive"] = float(inter.detach())
+        for key in parts[0][1]:
+            stats[key] = float(np.mean([p[1][key] for p in parts]))
+        return cfg.interactive_weight * inter
 
 
 class Trainer:
@@ -129,22 +196,28 @@ class Trainer:
             self.model = SamzooModel(preset(config.model, **config.model_changes))
         if self.model.ais_decoder is None and config.ais_weight > 0:
             raise CheckpointError("the model has no AIS decoder; set ais_weight: 0 to train SAM only")
+        self.rank, self.world_size = distributed_context()
+        self.device = resolve_device(config.device)
         freeze(self.model, config.freeze)
         if config.lora_rank > 0:
             apply_lora(self.model, config.lora_rank, config.lora_alpha)
+        self.model.to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience)
+        # float16 needs loss scaling; bfloat16 (CPU) and float32 do not (then it is a no-op)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision and self.device.type == "cuda")
         if resuming:
             self._load_state()
         self.ais_loss = ais_loss_fn()
-        self.rank, self.world_size = distributed_context()
-        self.loss_module = JointLoss(self.model, config, sample_offset=self.rank * config.batch_size)
+        self.loss_module = JointLoss(self.model, config, sample_offset=self.rank * config.batch_size,
+                                     device=self.device)
         if self.world_size > 1:  # torchrun: gradients averaged over ranks, each rank its own batch
             from torch.nn.parallel import DistributedDataParallel
 
-            self.loss_module = DistributedDataParallel(self.loss_module, find_unused_parameters=True)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids, find_unused_parameters=True)
         self.sampler = build_sampler(config, config.data, augment=config.augment)
         self._val_sampler = None
         self._val_set = None
@@ -155,22 +228,31 @@ class Trainer:
         return self.loss_module(batch, step)
 
     def step(self, batch: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
-        """One optimizer step on ``batch`` (default: the batch of the current iteration)."""
+        """One optimizer step on ``batch`` (default: the batch of the current iteration).
+
+        One process back-propagates the two heads one after the other (``backward_staged``, less
+        memory); under DDP the summed loss has one backward, as DDP's gradient hooks require."""
         self.model.train()
         if batch is None:
             batch = sample_batch(self.sampler, self.config.seed, self.iteration, self.config.batch_size,
                                  first=self.rank * self.config.batch_size)
-        loss, stats = self.compute_loss(batch, self.iteration)
         warmup = self.config.warmup_iterations
         if self.iteration < warmup:  # depends on the iteration only, so resume reproduces it
             for group in self.optimizer.param_groups:
                 group["lr"] = self.config.lr * (self.iteration + 1) / warmup
         self.optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
+        if self.world_size > 1:
+            loss, stats = self.compute_loss(batch, self.iteration)
+            if loss.requires_grad:
+                self.scaler.scale(loss).backward()
+        else:
+            stats = self.loss_module.backward_staged(batch, self.iteration, scale=self.scaler.scale)
+        if any(p.grad is not None for p in self.params):
             if self.config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # skips the step when float16 gradients overflowed
+            self.scaler.update()
         self.iteration += 1
         return stats
 
@@ -188,13 +270,14 @@ class Trainer:
         model.eval()
         rows = []
         for sample in self.val_set():
-            image = torch.from_numpy(sample["image"])[None]
+            image = torch.from_numpy(sample["image"])[None].to(self.device)
             x, input_shape = model.preprocess(image)
             emb = model.sam.image_encoder(x)
             row = {}
             if model.ais_decoder is not None:
                 pred = model.decode_ais(emb, input_shape, tuple(image.shape[-2:]))
-                row["val_ais_loss"] = float(self.ais_loss(pred, torch.from_numpy(sample["target"])[None]))
+                target = torch.from_numpy(sample["target"])[None].to(self.device)
+                row["val_ais_loss"] = float(self.ais_loss(pred, target))
             dice = prompt_dice(model.sam, emb, sample["labels"], input_shape)
             row.update({f"val_{k}": v for k, v in dice.items()})
             rows.append(row)
@@ -228,7 +311,7 @@ class Trainer:
             "iteration": self.iteration, "best_metric": self.best_metric,
             "train_seconds": self.train_seconds,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "history": self.history,
+            "scaler": self.scaler.state_dict(), "history": self.history,
         }
         if exported is not self.model:  # LoRA: keep the unmerged weights for an exact resume
             state["model_raw"] = self.model.state_dict()
@@ -247,6 +330,8 @@ class Trainer:
             self.model.load_state_dict(state["model_raw"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.best_metric = float(state["best_metric"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
