@@ -12,8 +12,8 @@ model and data, then a micro-sam training checkpoint continuing to train in samz
 3. Both run μSAM's iterative prompt training with the AIS decoder: 4 objects per image, 8
    sub-iterations, mask prompt p=0.5, Adam(W) lr 1e-5, 2 threads. Iteration time is measured
    after warm-up iterations, data loading included, validation and checkpointing excluded.
-   micro-sam runs once with its default (``mixed_precision=True``: bfloat16 autocast on CPU)
-   and once in float32 like samzoo.
+   Each trainer runs in float32 and with mixed precision (micro-sam's default
+   ``mixed_precision=True``, samzoo's ``mixed_precision: true``: bfloat16 autocast on CPU).
 4. micro-sam's own training checkpoint (``checkpoints/NAME/latest.pt``, torch-em's format with
    optimizer state) is given to samzoo as ``init_checkpoint``; samzoo checks the loaded weights
    against micro-sam's tensors and trains on, reporting validation before and after.
@@ -66,17 +66,20 @@ from samzoo.training.trainer import Trainer
 root, out, warmup, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 init = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "default" else str(default_checkpoint_path())
 validate = len(sys.argv) > 6 and sys.argv[6] == "validate"
+mixed = len(sys.argv) > 7 and sys.argv[7] == "1"
 folder = lambda split: [{"kind": "folder", "weight": 1.0, "images": f"{root}/{split}/images",
                          "labels": f"{root}/{split}/labels", "pattern": "*.tif"}]
 config = preset_config("tiny-cpu", out_dir=out, model_changes={}, init_checkpoint=init,
                        data=folder("train"), val_data=folder("val"), n_val=4, patch_size=%(patch)d,
                        n_objects=%(objects)d, n_sub_iterations=%(subs)d, lr=%(lr)g, warmup_iterations=0,
-                       ais_weight=1.0, val_every=10**9, save_every=10**9, max_minutes=None, threads=2)
+                       ais_weight=1.0, val_every=10**9, save_every=10**9, max_minutes=None, threads=2,
+                       mixed_precision=mixed)
 trainer = Trainer(config, resume=False, progress=False)
 before = trainer.validate() if validate else {}
 trainer.fit(warmup)
 start = time.perf_counter()
-trainer.fit(warmup + n)
+for _ in range(n):  # the training steps only: fit() would add its final validation and checkpoint
+    trainer.step()
 seconds = time.perf_counter() - start
 after = trainer.validate() if validate else {}
 import resource
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", choices=["default", "vit_b"], default="default",
                         help="default: the shipped tiny model; vit_b: a random-init SAM ViT-B with μSAM's decoder "
                              "(the real architecture; minutes per iteration on a CPU, use few iterations)")
-    parser.add_argument("--trainers", default="samzoo,micro_sam_fp32,micro_sam_default_bf16",
+    parser.add_argument("--trainers", default="samzoo,samzoo_bf16,micro_sam_fp32,micro_sam_default_bf16",
                         help="comma-separated subset of the trainer runs")
     parser.add_argument("--parts", default="throughput,continue",
                         help="comma-separated: throughput, continue (results.json keeps earlier parts)")
@@ -195,6 +198,8 @@ def main(argv=None) -> int:
     fix = str(REPO / "src" / "samzoo" / "_torchvision_fix.py")
     steps = [("samzoo", sys.executable, CHILD_SAMZOO, [str(data), str(work / "samzoo_run"), str(args.warmup),
                                                          str(args.iterations), *(init or ["default"])]),
+             ("samzoo_bf16", sys.executable, CHILD_SAMZOO, [str(data), str(work / "samzoo_bf16_run"), str(args.warmup),
+                                                            str(args.iterations), *(init or ["default"]), "-", "1"]),
              ("micro_sam_fp32", args.micro_sam_python, CHILD_MICRO_SAM,
               [str(data), str(work / "msam_fp32"), str(args.warmup), str(args.iterations), "0", fix, str(REPO / "src"),
                *init]),
@@ -222,7 +227,7 @@ def main(argv=None) -> int:
     s = results["samzoo"]["seconds_per_iteration"]
     print()
     print(f"{'trainer':28}{'s/iteration':>12}{'it/s':>8}{'samzoo speed-up':>18}")
-    for name in [n for n in ("samzoo", "micro_sam_fp32", "micro_sam_default_bf16") if n in results]:
+    for name in [n for n in ("samzoo", "samzoo_bf16", "micro_sam_fp32", "micro_sam_default_bf16") if n in results]:
         t = results[name]["seconds_per_iteration"]
         print(f"{name:28}{t:>12.2f}{1 / t:>8.2f}{t / s:>17.2f}x")
     if "continue_train" in results:
