@@ -172,6 +172,23 @@ def test_staged_backward_gives_the_gradients_of_the_summed_loss(tmp_path):
     assert staged_stats["loss"] == pytest.approx(joint_stats["loss"], rel=1e-6)
 
 
+def test_encoder_recomputation_gives_the_same_loss_and_gradients(tmp_path):
+    """``recompute_encoder`` trades compute for memory; the step's numbers stay the same."""
+    results = []
+    for recompute in (False, True):
+        trainer = Trainer(small_config(tmp_path / str(recompute), recompute_encoder=recompute), progress=False)
+        batch = sample_batch(trainer.sampler, 0, 0, 1)
+        trainer.model.zero_grad(set_to_none=True)
+        stats = trainer.loss_module.backward_staged(batch, 0)
+        grads = {n: p.grad.clone() for n, p in trainer.model.sam.image_encoder.named_parameters() if p.grad is not None}
+        results.append((stats["loss"], grads))
+    (loss_plain, plain), (loss_recomputed, recomputed) = results
+    assert loss_recomputed == pytest.approx(loss_plain, rel=1e-6)
+    assert plain.keys() == recomputed.keys() and len(plain) > 10
+    for name in plain:
+        torch.testing.assert_close(recomputed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_mixed_precision_trains_in_bfloat16_on_cpu_with_float32_weights(tmp_path):
     """micro-sam's default: autocast (bfloat16 on CPU); weights, optimizer and losses stay float32."""
     trainer = Trainer(small_config(tmp_path, mixed_precision=True, lr=3e-3), progress=False)

@@ -64,6 +64,7 @@ class TrainConfig:
     # hardware
     device: str = "auto"  # auto: the GPU of this rank when there is one, else the CPU
     mixed_precision: bool = False  # autocast (bfloat16 on CPU, float16 + gradient scaling on CUDA), as micro-sam
+    recompute_encoder: bool = False  # keep only each encoder block's input, rerun it in backward (memory)
     # bookkeeping
     seed: int = 0
     threads: int = 2

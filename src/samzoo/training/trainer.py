@@ -34,6 +34,7 @@ from .interactive import interactive_loss, prompt_dice
 from .distributed import broadcast_float, barrier, distributed_context, local_rank
 from .lora import apply_lora, has_lora, merge_lora
 from .losses import ais_loss_fn
+from .recompute import encode_with_recomputation
 
 LATEST, BEST, STATE = "latest.pt", "best.pt", "latest_state.pt"
 
@@ -136,6 +137,8 @@ class JointLoss(torch.nn.Module):
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
         with self.autocast():
             x, input_shape = self.model.preprocess(batch["image"].to(self.device))
+            if self.config.recompute_encoder:
+                return encode_with_recomputation(self.model.sam.image_encoder, x), input_shape
             return self.model.sam.image_encoder(x), input_shape
 
     def ais_part(self, batch, embeddings, input_shape, stats) -> torch.Tensor | None:
