@@ -67,13 +67,14 @@ root, out, warmup, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[
 init = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "default" else str(default_checkpoint_path())
 validate = len(sys.argv) > 6 and sys.argv[6] == "validate"
 mixed = len(sys.argv) > 7 and sys.argv[7] == "1"
+recompute = len(sys.argv) > 8 and sys.argv[8] == "recompute"
 folder = lambda split: [{"kind": "folder", "weight": 1.0, "images": f"{root}/{split}/images",
                          "labels": f"{root}/{split}/labels", "pattern": "*.tif"}]
 config = preset_config("tiny-cpu", out_dir=out, model_changes={}, init_checkpoint=init,
                        data=folder("train"), val_data=folder("val"), n_val=4, patch_size=%(patch)d,
                        n_objects=%(objects)d, n_sub_iterations=%(subs)d, lr=%(lr)g, warmup_iterations=0,
                        ais_weight=1.0, val_every=10**9, save_every=10**9, max_minutes=None, threads=2,
-                       mixed_precision=mixed)
+                       mixed_precision=mixed, recompute_encoder=recompute)
 trainer = Trainer(config, resume=False, progress=False)
 before = trainer.validate() if validate else {}
 trainer.fit(warmup)
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", choices=["default", "vit_b"], default="default",
                         help="default: the shipped tiny model; vit_b: a random-init SAM ViT-B with μSAM's decoder "
                              "(the real architecture; minutes per iteration on a CPU, use few iterations)")
-    parser.add_argument("--trainers", default="samzoo,samzoo_bf16,micro_sam_fp32,micro_sam_default_bf16",
+    parser.add_argument("--trainers", default="samzoo,samzoo_bf16,samzoo_recompute,micro_sam_fp32,micro_sam_default_bf16",
                         help="comma-separated subset of the trainer runs")
     parser.add_argument("--parts", default="throughput,continue",
                         help="comma-separated: throughput, continue (results.json keeps earlier parts)")
@@ -200,6 +201,9 @@ def main(argv=None) -> int:
                                                          str(args.iterations), *(init or ["default"])]),
              ("samzoo_bf16", sys.executable, CHILD_SAMZOO, [str(data), str(work / "samzoo_bf16_run"), str(args.warmup),
                                                             str(args.iterations), *(init or ["default"]), "-", "1"]),
+             ("samzoo_recompute", sys.executable, CHILD_SAMZOO,
+              [str(data), str(work / "samzoo_recompute_run"), str(args.warmup), str(args.iterations),
+               *(init or ["default"]), "-", "0", "recompute"]),
              ("micro_sam_fp32", args.micro_sam_python, CHILD_MICRO_SAM,
               [str(data), str(work / "msam_fp32"), str(args.warmup), str(args.iterations), "0", fix, str(REPO / "src"),
                *init]),
@@ -227,7 +231,8 @@ def main(argv=None) -> int:
     s = results["samzoo"]["seconds_per_iteration"]
     print()
     print(f"{'trainer':28}{'s/iteration':>12}{'it/s':>8}{'samzoo speed-up':>18}")
-    for name in [n for n in ("samzoo", "samzoo_bf16", "micro_sam_fp32", "micro_sam_default_bf16") if n in results]:
+    for name in [n for n in ("samzoo", "samzoo_bf16", "samzoo_recompute", "micro_sam_fp32", "micro_sam_default_bf16")
+                 if n in results]:
         t = results[name]["seconds_per_iteration"]
         print(f"{name:28}{t:>12.2f}{1 / t:>8.2f}{t / s:>17.2f}x")
     if "continue_train" in results:
