@@ -189,6 +189,23 @@ def test_encoder_recomputation_gives_the_same_loss_and_gradients(tmp_path):
         torch.testing.assert_close(recomputed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_early_stopping_after_validations_without_improvement(tmp_path, capsys):
+    """lr 0 and no AIS loss (whose BatchNorm statistics move even at lr 0): the validation metric
+    stays exactly the same, so after the first validation every later one is stale."""
+    config = small_config(tmp_path, lr=0.0, ais_weight=0.0, iterations=10, val_every=1, save_every=100,
+                          early_stopping=2)
+    trainer = Trainer(config, progress=False)
+    trainer.fit()
+    assert trainer.iteration == 3  # best at 1, stale at 2 and 3
+    assert "early stopping at iteration 3" in capsys.readouterr().out
+    state = torch.load(tmp_path / "run" / "checkpoints" / "latest_state.pt", weights_only=True)
+    assert state["iteration"] == 3 and state["stale_validations"] == 2
+    resumed = Trainer(config, progress=False)
+    assert resumed.stale_validations == 2
+    with pytest.raises(InputError, match="early_stopping"):
+        small_config(tmp_path, early_stopping=0)
+
+
 def test_mixed_precision_trains_in_bfloat16_on_cpu_with_float32_weights(tmp_path):
     """micro-sam's default: autocast (bfloat16 on CPU); weights, optimizer and losses stay float32."""
     trainer = Trainer(small_config(tmp_path, mixed_precision=True, lr=3e-3), progress=False)

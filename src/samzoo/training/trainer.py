@@ -184,6 +184,7 @@ class Trainer:
         save_config(config, self.out / "config.yaml")
         self.iteration = 0
         self.best_metric = math.inf
+        self.stale_validations = 0  # validations since the best one (early stopping)
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
         latest = self.ckpt_dir / LATEST
@@ -312,6 +313,7 @@ class Trainer:
         save_checkpoint(exported, self.ckpt_dir / LATEST)
         state = {
             "iteration": self.iteration, "best_metric": self.best_metric,
+            "stale_validations": self.stale_validations,
             "train_seconds": self.train_seconds,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "history": self.history,
@@ -337,6 +339,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.best_metric = float(state["best_metric"])
+        self.stale_validations = int(state.get("stale_validations", 0))
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.history = list(state.get("history", []))
 
@@ -391,24 +394,31 @@ class Trainer:
             timed_out = cfg.max_minutes is not None and time.time() - start_time > 60 * cfg.max_minutes
             timed_out = timed_out or (self.out / "STOP").exists()  # graceful stop on request
             timed_out = bool(broadcast_float(float(timed_out)))  # all ranks stop together
-            is_best = False
+            is_best = stop_early = False
             if it % cfg.val_every == 0 or it == end or timed_out:
                 val = self.validate() if main else {}
                 metric = broadcast_float(val.get("val_metric", 0.0))  # same lr schedule on all ranks
                 self.scheduler.step(metric)
-                is_best = metric < self.best_metric
+                is_best = metric < self.best_metric  # the metric is broadcast: every rank agrees
                 if is_best:
-                    self.best_metric = metric
+                    self.best_metric, self.stale_validations = metric, 0
+                else:
+                    self.stale_validations += 1
+                stop_early = cfg.early_stopping is not None and self.stale_validations >= cfg.early_stopping
                 if main:
                     self._log({"iteration": it, **val})
                     bar.write(f"[{it}] " + " ".join(f"{k}={v:.4f}" for k, v in sorted(val.items())))
-            if it % cfg.save_every == 0 or is_best or it == end or timed_out:
+            if it % cfg.save_every == 0 or is_best or it == end or timed_out or stop_early:
                 if main:
                     self.save(best=is_best)
                     self.write_curves()
                 barrier()
             if timed_out:
                 bar.write(f"stopping at iteration {it} (time limit or {self.out / 'STOP'})")
+                break
+            if stop_early:
+                bar.write(f"early stopping at iteration {it}: val_metric has not improved on "
+                          f"{self.best_metric:.4f} in {self.stale_validations} validations")
                 break
         bar.close()
         if self._writer:
