@@ -1,5 +1,5 @@
-"""Score a (snapshot of a) trained model against the classical baseline: AIS mSA vs Otsu +
-watershed mSA on image/label pairs, and interactive Dice from a box.
+"""Held-out synthetic pairs, the classical baseline's mSA on them (Otsu + watershed), and
+interactive Dice from a box: the numbers ``build_default`` records beside the model's own.
 
 One job: numbers for training decisions and for a model's ``metadata["metrics"]``. Held-out
 synthetic sets are fixed by their seed (``generate_dataset`` makes sample i depend on (seed, i)
@@ -26,15 +26,6 @@ def synthetic_pairs(n: int, seed: int, shape: tuple[int, int] = (512, 512),
     return list(generate_dataset(n, seed, config))
 
 
-def model_msa(model, pairs: Sequence[Pair], ais_params: dict[str, Any] | None = None) -> list[float]:
-    """Per-image mSA of the model's automatic instance segmentation."""
-    from ..evaluation.metrics import mean_segmentation_accuracy
-    from ..segmentation.api import segment
-
-    return [mean_segmentation_accuracy(gt, segment(img, model, ais_params=ais_params, progress=False))[0]
-            for img, gt in pairs]
-
-
 def baseline_msa(pairs: Sequence[Pair]) -> list[float]:
     """Per-image mSA of Otsu + distance-transform watershed."""
     from ..evaluation.baseline import otsu_watershed
@@ -55,10 +46,3 @@ def box_dice(model, pairs: Sequence[Pair], max_objects: int = 30, seed: int = 0)
                                      seed=seed, progress=False)
         values.append(res.final.mean_dice)
     return float(np.mean(values)) if values else float("nan")
-
-
-def compare(model, pairs: Sequence[Pair], ais_params: dict[str, Any] | None = None,
-            baseline: Sequence[float] | None = None) -> dict[str, float]:
-    ours = model_msa(model, pairs, ais_params)
-    base = list(baseline) if baseline is not None else baseline_msa(pairs)
-    return {"model_msa": float(np.mean(ours)), "baseline_msa": float(np.mean(base)), "n_images": len(pairs)}

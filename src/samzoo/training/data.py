@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io import read_image
 from ..segmentation.preprocess import normalize_to_uint8_range
 from .targets import MIN_OBJECT_SIZE, ais_target
 
@@ -44,12 +45,6 @@ class SyntheticSource:
         from .synthetic import generate_sample
 
         return generate_sample(rng, self.config)
-
-
-def _read_tif(path: Path) -> np.ndarray:
-    import tifffile
-
-    return np.asarray(tifffile.imread(path))
 
 
 class FolderSource:
@@ -78,7 +73,7 @@ class FolderSource:
     def _load(self, i: int) -> Raw:
         if i in self._cache:
             return self._cache[i]
-        image, labels = _read_tif(self.pairs[i][0]), _read_tif(self.pairs[i][1])
+        image, labels = read_image(self.pairs[i][0]), read_image(self.pairs[i][1])
         if labels.ndim not in (2, 3):
             raise InputError(f"{self.pairs[i][1]}: labels must be 2D or a 3D stack, got shape {labels.shape}")
         if image.shape[: labels.ndim] != labels.shape:

@@ -22,14 +22,7 @@ def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def ais_loss_fn():
-    try:
-        from torch_em.loss import DiceBasedDistanceLoss
+    """μSAM's AIS loss: torch-em's ``DiceBasedDistanceLoss`` with the distances masked to the foreground."""
+    from torch_em.loss import DiceBasedDistanceLoss
 
-        return DiceBasedDistanceLoss(mask_distances_in_bg=True)
-    except ImportError:  # pragma: no cover - torch-em is a dependency; kept for clarity
-        def fallback(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            fg = target[:, :1]
-            return (dice_loss(pred[:, 0], target[:, 0]).mean()
-                    + dice_loss(pred[:, 1] * fg[:, 0], target[:, 1] * fg[:, 0]).mean()
-                    + dice_loss(pred[:, 2] * fg[:, 0], target[:, 2] * fg[:, 0]).mean())
-        return fallback
+    return DiceBasedDistanceLoss(mask_distances_in_bg=True)

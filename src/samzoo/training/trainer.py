@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -214,9 +215,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision and self.device.type == "cuda")
         if resuming:
             self._load_state()
-        self.ais_loss = ais_loss_fn()
         self.loss_module = JointLoss(self.model, config, sample_offset=self.rank * config.batch_size,
                                      device=self.device)
+        self.ais_loss = self.loss_module.ais_loss  # validation scores with the training loss
         if self.world_size > 1:  # torchrun: gradients averaged over ranks, each rank its own batch
             from torch.nn.parallel import DistributedDataParallel
 
@@ -228,9 +229,6 @@ class Trainer:
         self._writer = None
 
     # ------------------------------------------------------------------ one step
-    def compute_loss(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.loss_module(batch, step)
-
     def step(self, batch: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
         """One optimizer step on ``batch`` (default: the batch of the current iteration).
 
@@ -246,7 +244,7 @@ class Trainer:
                 group["lr"] = self.config.lr * (self.iteration + 1) / warmup
         self.optimizer.zero_grad(set_to_none=True)
         if self.world_size > 1:
-            loss, stats = self.compute_loss(batch, self.iteration)
+            loss, stats = self.loss_module(batch, self.iteration)
             if loss.requires_grad:
                 self.scaler.scale(loss).backward()
         else:
@@ -275,8 +273,7 @@ class Trainer:
         rows = []
         for sample in self.val_set():
             image = torch.from_numpy(sample["image"])[None].to(self.device)
-            x, input_shape = model.preprocess(image)
-            emb = model.sam.image_encoder(x)
+            emb, input_shape = model.embed(image)
             row = {}
             if model.ais_decoder is not None:
                 pred = model.decode_ais(emb, input_shape, tuple(image.shape[-2:]))
@@ -321,8 +318,9 @@ class Trainer:
         if exported is not self.model:  # LoRA: keep the unmerged weights for an exact resume
             state["model_raw"] = self.model.state_dict()
         _atomic_torch_save(state, self.ckpt_dir / STATE)
-        if best:
-            save_checkpoint(exported, self.ckpt_dir / BEST)
+        if best:  # the same bytes as latest: copy the file instead of serialising the weights again
+            with atomic_path(self.ckpt_dir / BEST) as tmp:
+                shutil.copyfile(self.ckpt_dir / LATEST, tmp)
 
     def _load_state(self) -> None:
         path = self.ckpt_dir / STATE
