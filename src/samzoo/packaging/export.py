@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, SamzooError
+from ..io import read_image
 from ..models.ais_decoder import AIS_CHANNELS, decode_embedding
 from ..models.model import SamzooModel
 from . import metadata as md
@@ -120,30 +121,6 @@ def _check_outdir(outdir: str | os.PathLike) -> Path:
     return outdir
 
 
-def _read_image(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(f"sample image not found: {path}")
-    try:
-        from ..io import read_image  # type: ignore[attr-defined]
-    except ImportError:
-        read_image = None
-    if read_image is not None:
-        return np.asarray(read_image(path))
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            return tifffile.imread(path)
-        import imageio.v3 as iio
-
-        return iio.imread(path)
-    except Exception as err:
-        raise InputError(f"cannot read sample image {path}: {err}") from None
-
-
 def synthetic_sample(side: int = SAMPLE_SIDE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A nuclei-like uint16 image with its instance labels (deterministic; no download)."""
     from scipy import ndimage
@@ -170,7 +147,7 @@ def _default_sample(side: int = SAMPLE_SIDE) -> tuple[np.ndarray, np.ndarray | N
 
     shipped = Path(str(resources.files("samzoo") / "data" / "sample_nuclei.tif"))
     if shipped.is_file():
-        return _read_image(shipped), None, "samzoo's shipped sample image sample_nuclei.tif"
+        return read_image(shipped), None, "samzoo's shipped sample image sample_nuclei.tif"
     image, labels = synthetic_sample(side)
     return image, labels, "a synthetic nuclei image (samzoo.packaging.export.synthetic_sample)"
 
@@ -203,7 +180,7 @@ def _prepare_sample(sample_image, img_size: int | None = None) -> tuple[np.ndarr
     if sample_image is None:
         image, labels, what = _default_sample(min(SAMPLE_SIDE, img_size or SAMPLE_SIDE))
     elif isinstance(sample_image, (str, os.PathLike)):
-        image, labels, what = _read_image(Path(sample_image)), None, f"the sample image {Path(sample_image).name}"
+        image, labels, what = read_image(sample_image), None, f"the sample image {Path(sample_image).name}"
     elif isinstance(sample_image, tuple) and len(sample_image) == 2:
         image, labels, what = np.asarray(sample_image[0]), np.asarray(sample_image[1]), "the given sample image"
     else:
@@ -550,9 +527,9 @@ class _Build:
 
 
 def _samzoo_version() -> str:
-    import samzoo
+    from .. import __version__
 
-    return str(getattr(samzoo, "__version__", "0.0.0"))
+    return str(__version__)
 
 
 def _save(arr: np.ndarray, path: Path) -> Path:
@@ -772,10 +749,9 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
         if not objects:
             raise SamzooError("could not derive any object from the sample image for the prompt test tensors")
         prompts = make_prompts(objects, input_shape, cfg.img_size, 4 * cfg.embedding_size)
-        with torch.no_grad():
-            masks, scores = prompt_masks(model, embedding, input_shape, original,
-                                         *(torch.from_numpy(prompts[k]) for k in
-                                           ("box_prompts", "point_prompts", "point_labels", "mask_prompts")))
+        masks, scores = prompt_masks(model, embedding, input_shape, original,
+                                     *(torch.from_numpy(prompts[k]) for k in
+                                       ("box_prompts", "point_prompts", "point_labels", "mask_prompts")))
         paths = {k: _save(v, work / f"{k}.npy") for k, v in prompts.items()}
         masks_path = _save(masks.numpy(), work / "masks.npy")
         scores_path = _save(scores.numpy(), work / "scores.npy")
@@ -863,33 +839,21 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
     return descrs
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _write_zips(descrs: Mapping[str, Any], finals: Mapping[str, Path], outdir: Path) -> dict[str, Path]:
-    """Write every zip to a temp file in ``outdir``; move them into place only when all succeeded."""
+    """Write every zip to a temp file in ``outdir`` (``samzoo.io.atomic_path``); they are moved
+    into place only when all were written, and on any error every temp file is removed."""
+    import contextlib
     from zipfile import ZIP_STORED
 
     from bioimageio.spec import ValidationContext, save_bioimageio_package
 
-    temps: dict[str, Path] = {}
-    try:
+    from ..io import atomic_path
+
+    with contextlib.ExitStack() as pending:
         for kind, descr in descrs.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{finals[kind].stem}.", suffix=".partial.zip", dir=outdir)
-            os.close(fd)
-            temps[kind] = Path(tmp)
+            tmp = pending.enter_context(atomic_path(outdir / finals[kind].name))
             # the files were hashed and the description fully validated while it was built; the
             # reload of the written zip then checks the structure without hashing every file again
             with ValidationContext(perform_io_checks=False, log_warnings=False):
-                save_bioimageio_package(descr, output_path=temps[kind], compression=ZIP_STORED)
-        for kind, tmp in temps.items():
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, finals[kind])
-        return {kind: finals[kind] for kind in descrs}
-    finally:
-        for tmp in temps.values():
-            if tmp.exists():
-                tmp.unlink()
+                save_bioimageio_package(descr, output_path=tmp, compression=ZIP_STORED)
+    return {kind: finals[kind] for kind in descrs}
