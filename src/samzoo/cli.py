@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -269,16 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_segment(subparsers)
     _add_demo(subparsers)
-    for name in PLUGIN_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as err:
-            if os.environ.get("SAMZOO_DEBUG"):
-                print(f"samzoo: commands of {name} unavailable: {one_line(err)}", file=sys.stderr)
-            continue
-        register = getattr(module, "register", None)
-        if callable(register):
-            register(subparsers)
+    for name in PLUGIN_MODULES:  # all ship inside samzoo: an import error is a bug, so it shows
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
