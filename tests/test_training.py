@@ -206,6 +206,22 @@ def test_early_stopping_after_validations_without_improvement(tmp_path, capsys):
         small_config(tmp_path, early_stopping=0)
 
 
+def test_training_patches_are_normalised_like_inference_for_the_model(tmp_path):
+    """A model whose config says minmax (micro-sam's convention, the vit_b presets) trains on
+    minmax-normalised patches, as samzoo.segment will normalise its images."""
+    from samzoo.segmentation.preprocess import normalize_to_uint8_range
+    from samzoo.training.data import to_three_channels
+
+    trainer = Trainer(small_config(tmp_path, model_changes={"img_size": 64, "normalization": "minmax"}),
+                      progress=False)
+    assert trainer.model.config.normalization == "minmax"
+    assert trainer.sampler.normalization == "minmax"
+    assert trainer.val_set() and trainer._val_sampler.normalization == "minmax"
+    image = np.random.default_rng(0).gamma(2.0, 50.0, (32, 32)).astype(np.float32)
+    expected = normalize_to_uint8_range(np.repeat(image[..., None], 3, -1), "minmax")
+    np.testing.assert_array_equal(to_three_channels(image, "minmax"), expected)
+
+
 def test_mixed_precision_trains_in_bfloat16_on_cpu_with_float32_weights(tmp_path):
     """micro-sam's default: autocast (bfloat16 on CPU); weights, optimizer and losses stay float32."""
     trainer = Trainer(small_config(tmp_path, mixed_precision=True, lr=3e-3), progress=False)

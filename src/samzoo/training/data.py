@@ -140,8 +140,9 @@ def build_source(spec: dict[str, Any], patch_size: int):
 
 # ---------------------------------------------------------------- patches, augmentation
 
-def to_three_channels(image: np.ndarray) -> np.ndarray:
-    """(H, W) / (H, W, C) -> float32 (H, W, 3) percentile-normalised to 0..255."""
+def to_three_channels(image: np.ndarray, method: str = "percentile") -> np.ndarray:
+    """(H, W) / (H, W, C) -> float32 (H, W, 3) normalised to 0..255 with ``method``, the
+    model's ``config.normalization`` (what inference applies to the same image)."""
     image = np.asarray(image)
     if image.ndim == 3:
         if image.shape[-1] == 2:
@@ -152,7 +153,7 @@ def to_three_channels(image: np.ndarray) -> np.ndarray:
             image = image[..., 0]
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
-    return normalize_to_uint8_range(image.astype(np.float32), "percentile")
+    return normalize_to_uint8_range(image.astype(np.float32), method)
 
 
 def random_patch(image: np.ndarray, labels: np.ndarray, size: int,
@@ -207,6 +208,7 @@ class PatchSampler:
     augment: bool = True
     intensity_augment: bool = True
     min_object_size: int = MIN_OBJECT_SIZE
+    normalization: str = "percentile"  # the model's config.normalization
     _probs: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -222,7 +224,7 @@ class PatchSampler:
         for _ in range(self.max_tries):
             source = self.sources[int(rng.choice(len(self.sources), p=self._probs))]
             raw_image, raw_labels = source.draw(rng)
-            image, labels = random_patch(to_three_channels(raw_image), np.asarray(raw_labels), self.patch_size, rng)
+            image, labels = random_patch(to_three_channels(raw_image, self.normalization), np.asarray(raw_labels), self.patch_size, rng)
             if self.augment:
                 image, labels = augment(image, labels, rng, self.intensity_augment)
             labels, target = ais_target(labels, self.min_object_size)

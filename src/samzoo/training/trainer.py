@@ -72,11 +72,14 @@ def freeze(model: SamzooModel, parts: list[str]) -> None:
             p.requires_grad_(False)
 
 
-def build_sampler(config: TrainConfig, sources: list[dict[str, Any]], augment: bool) -> PatchSampler:
+def build_sampler(config: TrainConfig, sources: list[dict[str, Any]], augment: bool,
+                  normalization: str = "percentile") -> PatchSampler:
+    """Patches normalised as inference will normalise them for this model (``normalization``)."""
     return PatchSampler(
         sources=[build_source(s, config.patch_size) for s in sources],
         weights=[float(s.get("weight", 1.0)) for s in sources],
         patch_size=config.patch_size, min_objects=config.min_objects, augment=augment,
+        normalization=normalization,
     )
 
 
@@ -223,7 +226,8 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids, find_unused_parameters=True)
-        self.sampler = build_sampler(config, config.data, augment=config.augment)
+        self.sampler = build_sampler(config, config.data, augment=config.augment,
+                                     normalization=self.model.config.normalization)
         self._val_sampler = None
         self._val_set = None
         self._writer = None
@@ -262,7 +266,8 @@ class Trainer:
     def val_set(self) -> list[dict[str, np.ndarray]]:
         if self._val_set is None:
             sources = self.config.val_data or self.config.data
-            self._val_sampler = build_sampler(self.config, sources, augment=False)
+            self._val_sampler = build_sampler(self.config, sources, augment=False,
+                                              normalization=self.model.config.normalization)
             self._val_set = fixed_samples(self._val_sampler, self.config.seed + 1, self.config.n_val)
         return self._val_set
 
