@@ -93,9 +93,9 @@ def reference_sam(model):
     from segment_anything import build_sam_vit_b
     from segment_anything.modeling.image_encoder import Attention
 
-    from samzoo.models.config import PRESETS
-    from samzoo.models.fast_attention import FastAttention
-    from samzoo.models.sam import build_sam
+    from samzoo.families.microsam.config import PRESETS
+    from samzoo.families.microsam.fast_attention import FastAttention
+    from samzoo.families.microsam.sam import build_sam
 
     ignore = {"name", "ais_decoder", "ais_initial_features", "normalization"}
     mine, vit_b = model.config.to_dict(), PRESETS["vit_b"].to_dict()
@@ -123,9 +123,9 @@ def timed(fn, *args, **kwargs):
 def bench_model(name: str, model, image: np.ndarray, report: Report, *, repeats: int, decode_repeats: int) -> None:
     from segment_anything import SamPredictor
 
-    from samzoo.segmentation.ais import watershed_from_decoder_outputs
-    from samzoo.segmentation.api import resolve_ais_params
-    from samzoo.segmentation.predictor import Predictor
+    from samzoo.families.microsam.ais import watershed_from_decoder_outputs
+    from samzoo.families.microsam.segment import resolve_ais_params
+    from samzoo.families.microsam.predictor import Predictor
 
     size = image.shape[0]
     reference = SamPredictor(reference_sam(model))
@@ -214,7 +214,7 @@ def bench_model(name: str, model, image: np.ndarray, report: Report, *, repeats:
 
 def _our_resized_input(predictor, model) -> tuple[torch.Tensor, tuple[int, int]]:
     """samzoo's normalised image resized like SamzooModel.preprocess (before mean/std, padding)."""
-    from samzoo.models.model import resized_shape
+    from samzoo.families.microsam.model import resized_shape
 
     image = torch.from_numpy(np.ascontiguousarray(predictor._image)).permute(2, 0, 1)[None]
     h, w = resized_shape(image.shape[-2], image.shape[-1], model.config.img_size)

@@ -60,7 +60,7 @@ CHILD_SAMZOO = r"""
 import json, sys, time
 import torch
 torch.set_num_threads(2)
-from samzoo.models.default import default_checkpoint_path
+from samzoo.default_model import default_checkpoint_path
 from samzoo.training.config import preset_config
 from samzoo.training.trainer import Trainer
 root, out, warmup, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -102,7 +102,7 @@ from micro_sam.training.training import default_sam_loader
 from micro_sam.training.util import ConvertToSamInputs
 sys.path.insert(0, sys.argv[7])
 import samzoo
-from samzoo.models.default import default_checkpoint_path
+from samzoo.default_model import default_checkpoint_path
 
 root, save_root, warmup, n, mixed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 init = sys.argv[8] if len(sys.argv) > 8 else str(default_checkpoint_path())
@@ -144,7 +144,7 @@ print(json.dumps({"seconds_per_iteration": per_iteration, "iterations": n, "mixe
 CHILD_COMPARE = r"""
 import json, sys, torch
 import samzoo
-from samzoo.models.checkpoint import read_state
+from samzoo.families.microsam.checkpoint import read_state
 state = read_state(sys.argv[1])  # torch-em pickles the model object too: tensors only, nothing runs
 model = samzoo.load_model(sys.argv[1])
 sam_ok = all(torch.equal(model.sam.state_dict()[k[len("sam."):]], v) for k, v in state["model_state"].items())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import samzoo
 from samzoo.evaluation.evaluate import evaluate
-from samzoo.models.default import default_checkpoint_path
+from samzoo.default_model import default_checkpoint_path
 from samzoo.training.config import preset_config
 from samzoo.training.synthetic import SyntheticConfig, generate_dataset
 from samzoo.training.trainer import Trainer

@@ -56,11 +56,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import samzoo  # noqa: E402,F401
-from samzoo.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from samzoo.models.config import preset  # noqa: E402
-from samzoo.models.model import SamzooModel  # noqa: E402
-from samzoo.segmentation.ais import AisParams, watershed_from_prediction  # noqa: E402
-from samzoo.segmentation.predictor import Predictor  # noqa: E402
+from samzoo.families.microsam.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from samzoo.families.microsam.config import preset  # noqa: E402
+from samzoo.families.microsam.model import SamzooModel  # noqa: E402
+from samzoo.families.microsam.ais import AisParams, watershed_from_prediction  # noqa: E402
+from samzoo.families.microsam.predictor import Predictor  # noqa: E402
 
 from micro_sam.instance_segmentation import (  # noqa: E402
     InstanceSegmentationWithDecoder,
@@ -227,7 +227,7 @@ def part_d(results: dict) -> None:
     import bioimage_cpp as bic
 
     from samzoo.evaluation.metrics import mean_segmentation_accuracy
-    from samzoo.segmentation.ais import watershed_from_decoder_outputs
+    from samzoo.families.microsam.ais import watershed_from_decoder_outputs
 
     rng = np.random.default_rng(0)
     shape = (512, 512)

@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 
 from samzoo.errors import InputError
-from samzoo.segmentation.ais import AisParams, watershed_from_decoder_outputs, watershed_from_prediction
+from samzoo.families.microsam.ais import AisParams, watershed_from_decoder_outputs, watershed_from_prediction
 
 
 def disks_touching(shape, centers, radii):

@@ -8,9 +8,9 @@ import torch
 from segment_anything.utils.amg import MaskData
 
 from samzoo import InputError
-from samzoo.segmentation.amg import AmgParams, generate_masks, masks_to_labels, remove_small_regions
+from samzoo.families.microsam.amg import AmgParams, generate_masks, masks_to_labels, remove_small_regions
 from samzoo.segmentation.api import segment
-from samzoo.segmentation.predictor import Predictor
+from samzoo.families.microsam.predictor import Predictor
 
 from conftest import disk_image, disk_labels
 

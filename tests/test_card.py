@@ -69,7 +69,7 @@ def test_shipped_cards_are_valid_and_render(name):
 
 def test_shipped_default_card_carries_the_measured_metrics():
     import samzoo
-    from samzoo.models.default import default_checkpoint_path
+    from samzoo.default_model import default_checkpoint_path
 
     card = load_card(CARDS / "samzoo-lm-tiny.yaml")
     assert card.metrics and all(isinstance(m.value, float) for m in card.metrics)

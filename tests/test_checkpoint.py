@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from samzoo import CheckpointError, SamzooModel, load_checkpoint, preset, save_checkpoint
-from samzoo.models.ais_decoder import decoder_state
+from samzoo.families.microsam.ais_decoder import decoder_state
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_trainer_checkpoint_with_pickled_modules_gives_its_weights_and_runs_noth
     with pytest.raises(Exception):  # what torch itself does with weights_only=True
         torch.load(tmp_path / "latest.pt", weights_only=True)
 
-    with caplog.at_level("WARNING", logger="samzoo.models.checkpoint"):
+    with caplog.at_level("WARNING", logger="samzoo.families.microsam.checkpoint"):
         loaded = load_checkpoint(tmp_path / "latest.pt")
     assert not marker.exists()
     assert_same_weights(model.sam, loaded.sam)
@@ -125,7 +125,7 @@ def test_trainer_checkpoint_with_pickled_modules_gives_its_weights_and_runs_noth
 
 
 def test_tensor_only_reader_replaces_every_foreign_global(tmp_path):
-    from samzoo.models.tensor_unpickler import SkippedObject, read_tensors_only
+    from samzoo.tensor_unpickler import SkippedObject, read_tensors_only
 
     marker = tmp_path / "ran"
     torch.save({"w": torch.arange(3.0), "evil": OpensAFile(marker), "ok": [1, "a", (2.0,)]}, tmp_path / "x.pt")

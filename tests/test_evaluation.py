@@ -22,12 +22,12 @@ from samzoo.evaluation.interactive import (
     object_point,
 )
 from samzoo.evaluation.metrics import mean_segmentation_accuracy
-from samzoo.models.checkpoint import load_checkpoint, save_checkpoint
-from samzoo.models.config import preset
-from samzoo.models.model import SamzooModel
-from samzoo.segmentation.ais import AisParams, watershed_from_decoder_outputs
-from samzoo.segmentation.amg import AmgParams, generate_masks, masks_to_labels
-from samzoo.segmentation.predictor import Predictor
+from samzoo.families.microsam.checkpoint import load_checkpoint, save_checkpoint
+from samzoo.families.microsam.config import preset
+from samzoo.families.microsam.model import SamzooModel
+from samzoo.families.microsam.ais import AisParams, watershed_from_decoder_outputs
+from samzoo.families.microsam.amg import AmgParams, generate_masks, masks_to_labels
+from samzoo.families.microsam.predictor import Predictor
 
 SHAPE = (96, 128)
 DISKS = [((30, 30), 12), ((60, 80), 15), ((20, 100), 8), ((75, 25), 10)]

@@ -5,11 +5,11 @@ import torch
 from segment_anything.build_sam import _build_sam
 from segment_anything.modeling.image_encoder import Attention
 
-from samzoo.models.checkpoint import infer_config
-from samzoo.models.config import PRESETS, ModelConfig, preset
-from samzoo.models.fast_attention import FastAttention
-from samzoo.models.model import SamzooModel
-from samzoo.models.sam import build_sam
+from samzoo.families.microsam.checkpoint import infer_config
+from samzoo.families.microsam.config import PRESETS, ModelConfig, preset
+from samzoo.families.microsam.fast_attention import FastAttention
+from samzoo.families.microsam.model import SamzooModel
+from samzoo.families.microsam.sam import build_sam
 from samzoo.errors import CheckpointError
 
 SAM_ARGS = {
@@ -86,7 +86,7 @@ def test_strip_decoder_matches_torch_em_decode(rows):
     """Inference runs the decoder's full-resolution head in row strips (memory): the maps agree
     with torch-em's one-piece ``UNETR.decode`` to float rounding, for strips that do and do not
     divide the height, and for one strip larger than the image."""
-    from samzoo.models.ais_decoder import decode_full_size
+    from samzoo.families.microsam.ais_decoder import decode_full_size
 
     torch.manual_seed(3)
     model = SamzooModel(preset("test")).eval()

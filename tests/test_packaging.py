@@ -21,11 +21,11 @@ import yaml
 import samzoo  # noqa: F401  (torchvision fix first)
 from samzoo import SamzooModel, load_checkpoint, preset, save_checkpoint
 from samzoo.errors import CheckpointError, InputError, SamzooError
-from samzoo.models.ais_decoder import decoder_state
+from samzoo.families.microsam.ais_decoder import decoder_state
 from samzoo.packaging import load_package_model, package_model
 from samzoo.packaging.architectures import normalized_input, packaged_state
 from samzoo.packaging.export import synthetic_sample
-from samzoo.segmentation.ais import AisParams
+from samzoo.families.microsam.ais import AisParams
 
 os.environ.setdefault("BIOIMAGEIO_LOG_WARNINGS", "false")
 

@@ -11,7 +11,7 @@ import torch
 import samzoo
 from samzoo import InputError, SamzooModel, preset
 from samzoo.segmentation.embedding_cache import EmbeddingCache, image_digest, model_fingerprint
-from samzoo.segmentation.predictor import Predictor, resolve_tiling
+from samzoo.families.microsam.predictor import Predictor, resolve_tiling
 
 from conftest import disk_image
 
@@ -287,7 +287,7 @@ def test_fast_attention_chunked_matches_reference():
     """Global attention computed in query chunks equals segment-anything's attention."""
     from segment_anything.modeling.image_encoder import Attention
 
-    from samzoo.models.fast_attention import FastAttention
+    from samzoo.families.microsam.fast_attention import FastAttention
 
     torch.manual_seed(0)
     ref = Attention(dim=48, num_heads=3, use_rel_pos=True, input_size=(12, 10))

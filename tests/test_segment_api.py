@@ -10,9 +10,10 @@ import torch
 from scipy import ndimage
 
 from samzoo import InputError
-from samzoo.segmentation.ais import AisParams
-from samzoo.segmentation.api import resolve_ais_params, segment, segment_from_prompts
-from samzoo.segmentation.predictor import Predictor
+from samzoo.families.microsam.ais import AisParams
+from samzoo.families.microsam.segment import resolve_ais_params
+from samzoo.segmentation.api import segment, segment_from_prompts
+from samzoo.families.microsam.predictor import Predictor
 
 from conftest import disk_image, disk_labels
 

@@ -24,9 +24,9 @@ from segment_anything import SamPredictor  # noqa: E402
 from torch_em.model import UNETR  # noqa: E402
 
 from samzoo.errors import CheckpointError  # noqa: E402
-from samzoo.models.config import preset  # noqa: E402
-from samzoo.models.sam import build_sam  # noqa: E402
-from samzoo.models.tiny_vit import (  # noqa: E402
+from samzoo.families.microsam.config import preset  # noqa: E402
+from samzoo.families.microsam.sam import build_sam  # noqa: E402
+from samzoo.families.microsam.tiny_vit import (  # noqa: E402
     TINY_VIT_DEFAULTS,
     TinyViT,
     build_tiny_vit,

@@ -372,7 +372,7 @@ def test_shipped_default_model_is_small_tuned_and_documented():
     assert all(v.dtype == torch.float16 for v in state["model_state"].values() if v.is_floating_point())
     model = load_checkpoint(str(path))
     assert model.config.name == "tiny" and model.has_ais_decoder
-    from samzoo.segmentation.ais import AisParams
+    from samzoo.families.microsam.ais import AisParams
 
     AisParams.from_dict(model.ais_params)  # valid, tuned parameters travel with the weights
     meta = model.metadata

@@ -9,12 +9,12 @@ from ._torchvision_fix import ensure_torchvision_importable
 ensure_torchvision_importable()
 
 from .errors import CheckpointError, InputError, ModelNotFoundError, SamzooError  # noqa: E402
-from .models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from .models.config import ModelConfig, preset  # noqa: E402
-from .models.model import SamzooModel  # noqa: E402
+from .families.microsam.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .families.microsam.config import ModelConfig, preset  # noqa: E402
+from .families.microsam.model import SamzooModel  # noqa: E402
 from .api import load_model  # noqa: E402
 from .segmentation.api import segment, segment_from_prompts  # noqa: E402
-from .segmentation.predictor import Predictor  # noqa: E402
+from .families.microsam.predictor import Predictor  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -193,12 +193,12 @@ def _run_segment(args: argparse.Namespace) -> int:
     ais_params = amg_params = None
     if params and not interactive:
         if mode == "ais":
-            from .segmentation.ais import AisParams
+            from .families.microsam.ais import AisParams
 
             AisParams().replace(**params)  # fail on unknown keys before loading anything
             ais_params = params
         else:
-            from .segmentation.amg import AmgParams
+            from .families.microsam.amg import AmgParams
 
             AmgParams().replace(**params)
             amg_params = params

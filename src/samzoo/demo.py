@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, SamzooError
-from .models.model import SamzooModel
+from .families.microsam.model import SamzooModel
 
 SAMPLE_IMAGE = "sample_nuclei.tif"
 

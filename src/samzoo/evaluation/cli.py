@@ -110,11 +110,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     csv_path = _check_csv(args.csv)
     params = _parse_params(args.param)
     if args.mode == "ais" and params:
-        from ..segmentation.ais import AisParams
+        from ..families.microsam.ais import AisParams
 
         AisParams().replace(**params)  # unknown keys fail before anything is loaded
     elif args.mode == "amg" and params:
-        from ..segmentation.amg import AmgParams
+        from ..families.microsam.amg import AmgParams
 
         AmgParams().replace(**params)
     elif args.mode == "interactive":
@@ -133,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..models.checkpoint import save_checkpoint
+    from ..families.microsam.checkpoint import save_checkpoint
     from ..segmentation.api import resolve_model
     from .evaluate import _read_pair, resolve_pairs
     from .grid_search import DEFAULT_AIS_GRID, ais_grid_search, amg_grid_search, store_result

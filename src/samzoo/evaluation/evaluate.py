@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, read_image
-from ..models.model import SamzooModel
+from ..families.microsam.model import SamzooModel
 from .interactive import DEFAULT_ITERATIONS, interactive_evaluation
 from .metrics import _as_labels, dice, mean_segmentation_accuracy
 

@@ -33,10 +33,10 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..models.model import SamzooModel
-from ..segmentation.ais import AisParams, _remove_small, watershed_from_decoder_outputs
-from ..segmentation.amg import AmgParams, _count, _nms, as_amg_params, generate_masks, masks_to_labels
-from ..segmentation.predictor import Predictor
+from ..families.microsam.model import SamzooModel
+from ..families.microsam.ais import AisParams, _remove_small, watershed_from_decoder_outputs
+from ..families.microsam.amg import AmgParams, _count, _nms, as_amg_params, generate_masks, masks_to_labels
+from ..families.microsam.predictor import Predictor
 from .metrics import _as_labels, mean_segmentation_accuracy
 
 __all__ = [

@@ -39,8 +39,8 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..models.model import SamzooModel
-from ..segmentation.predictor import Predictor
+from ..families.microsam.model import SamzooModel
+from ..families.microsam.predictor import Predictor
 from .metrics import _as_labels, mean_segmentation_accuracy
 
 __all__ = [

@@ -1,11 +1,11 @@
 """The ``torch.nn.Module`` classes a BioImage.IO consumer builds from a samzoo package.
 
 Every package references one of these classes by import path (``samzoo.packaging.architectures``)
-together with the model's :class:`~samzoo.models.config.ModelConfig` as keyword arguments. Importing
+together with the model's :class:`~samzoo.families.microsam.config.ModelConfig` as keyword arguments. Importing
 this module imports ``samzoo`` first, so the torchvision fix runs before segment-anything/torch-em
 import torchvision (bioimageio.core imports the architecture in a fresh process).
 
-All three classes hold a complete :class:`~samzoo.models.model.SamzooModel` under ``.model`` and load
+All three classes hold a complete :class:`~samzoo.families.microsam.model.SamzooModel` under ``.model`` and load
 the same weights file: a flat state dict ``{"sam.<key>": ..., "ais_decoder.<key>": ...}`` (the SAM
 weights, plus the AIS decoder weights without the encoder it shares with SAM, i.e. micro-sam's
 ``model_state`` / ``decoder_state`` under two prefixes). One file serves every package kind.
@@ -31,10 +31,10 @@ from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from ..errors import CheckpointError, InputError
-from ..models.ais_decoder import decode_full_size, decoder_state
-from ..models.checkpoint import describe_mismatch
-from ..models.config import ModelConfig
-from ..models.model import SamzooModel, resized_shape
+from ..families.microsam.ais_decoder import decode_full_size, decoder_state
+from ..families.microsam.checkpoint import describe_mismatch
+from ..families.microsam.config import ModelConfig
+from ..families.microsam.model import SamzooModel, resized_shape
 
 SAM_PREFIX = "sam."
 DECODER_PREFIX = "ais_decoder."
@@ -118,7 +118,7 @@ class AisInstanceSegmentation(_Packaged):
 
     def __init__(self, config: Mapping[str, Any], ais_params: Optional[Mapping[str, Any]] = None):
         super().__init__(config, with_ais_decoder=True)
-        from ..segmentation.ais import AisParams
+        from ..families.microsam.ais import AisParams
 
         self.ais_params = AisParams.from_dict(dict(ais_params or {}))
         self.model.ais_params = self.ais_params.to_dict()

@@ -23,7 +23,7 @@ Package kinds (``package_model`` returns ``{kind: zip path}``):
 
 Cost: the image encoder runs exactly once (when TorchScript is made, the trace *is* that run;
 samzoo's FastAttention already computes global attention in query chunks); the AIS decoder runs
-once, with its full-resolution head in row strips (``samzoo.models.ais_decoder.decode_embedding``,
+once, with its full-resolution head in row strips (``samzoo.families.microsam.ais_decoder.decode_embedding``,
 the same code ``samzoo.segment`` and the packaged model run), and is traced for TorchScript on a
 2x2 embedding (it is fully convolutional), not at full resolution. The weights file is written
 once and shared by all packages; files are hashed once; zips are stored, not deflated.
@@ -53,8 +53,8 @@ import torch
 
 from ..errors import InputError, SamzooError
 from ..io import read_image
-from ..models.ais_decoder import AIS_CHANNELS, decode_embedding
-from ..models.model import SamzooModel
+from ..families.microsam.ais_decoder import AIS_CHANNELS, decode_embedding
+from ..families.microsam.model import SamzooModel
 from . import metadata as md
 from .architectures import (
     normalized_input,
@@ -366,7 +366,7 @@ def _documentation(kind: str, card: Mapping[str, Any], model: SamzooModel, ais_p
                   "* `decoder_maps` (batch, channel=3, y, x) float32 in [0, 1]: " + ", ".join(AIS_CHANNELS) + ".", "",
                   "This package is the *network part* of AIS and is the one with TorchScript weights, for "
                   "consumers that cannot run Python. Instance labels come from a seeded watershed on these maps "
-                  "(`samzoo.segmentation.ais.watershed_from_decoder_outputs`, also available in the `ais` package): "
+                  "(`samzoo.families.microsam.ais.watershed_from_decoder_outputs`, also available in the `ais` package): "
                   "smooth, foreground = fg > foreground_threshold, seeds = center < center_distance_threshold and "
                   "boundary < boundary_distance_threshold inside the foreground, watershed of the boundary "
                   "distances from the seeds inside the foreground, drop objects < min_size. The tuned parameters:", "",
@@ -587,7 +587,7 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
     if not wanted:
         raise InputError("nothing to package")
 
-    from ..segmentation.ais import AisParams
+    from ..families.microsam.ais import AisParams
 
     try:
         ais_params = AisParams.from_dict(dict(model.ais_params)).to_dict()
@@ -631,7 +631,7 @@ def _phase(name: str, start: float) -> None:
 def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, given_labels, wanted):
     import bioimageio.spec.model.v0_5 as spec
 
-    from ..segmentation.ais import AisParams, watershed_from_prediction
+    from ..families.microsam.ais import AisParams, watershed_from_prediction
 
     b = _Build(model, card, formats, work, ais_params, sample_what)
     cfg = model.config
@@ -665,7 +665,7 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
 
         labels = None
         if maps is not None:
-            from ..segmentation.predictor import resolve_tiling
+            from ..families.microsam.predictor import resolve_tiling
 
             if resolve_tiling(original, cfg.img_size)[0] is None:
                 labels = watershed_from_prediction(maps[0].cpu().numpy(), AisParams.from_dict(ais_params))

@@ -8,7 +8,7 @@ cannot write anywhere or exhaust memory. Weights are read with ``torch.load(weig
 samzoo packages carry the model config, AIS parameters and metadata in ``config.samzoo`` and the
 flat ``{sam.*, ais_decoder.*}`` weights, so the round trip is exact. Packages made by micro-sam
 (weights = ``{"model_state", "decoder_state"}`` or a bare SAM state dict, decoder possibly as an
-``*_decoder.pt`` attachment) load through :func:`samzoo.models.checkpoint.load_checkpoint`.
+``*_decoder.pt`` attachment) load through :func:`samzoo.families.microsam.checkpoint.load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import CheckpointError, ModelNotFoundError
-from ..models.config import ModelConfig
-from ..models.model import SamzooModel
+from ..families.microsam.config import ModelConfig
+from ..families.microsam.model import SamzooModel
 from .architectures import DECODER_PREFIX, load_packaged_state
 
 DESCRIPTION_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -155,7 +155,7 @@ def load_package_model(path: str | os.PathLike) -> SamzooModel:
 
 
 def _load_samzoo(pkg: _Package, rdf, weights, weights_name: str, samzoo_cfg: Mapping[str, Any]) -> SamzooModel:
-    from ..segmentation.ais import AisParams
+    from ..families.microsam.ais import AisParams
 
     config = ModelConfig.from_dict(dict(samzoo_cfg["model_config"]))
     kwargs = (weights.get("architecture") or {}).get("kwargs") or {}
@@ -172,7 +172,7 @@ def _load_samzoo(pkg: _Package, rdf, weights, weights_name: str, samzoo_cfg: Map
 
 def _load_foreign(pkg: _Package, rdf, weights_name: str) -> SamzooModel:
     """A package not made by samzoo: hand its weights (and a decoder attachment) to load_checkpoint."""
-    from ..models.checkpoint import load_checkpoint
+    from ..families.microsam.checkpoint import load_checkpoint
 
     decoder_name = None
     for att in rdf.get("attachments") or []:

@@ -63,7 +63,7 @@ def outputs_of(model, pairs) -> list[np.ndarray]:
 
 def msa_from_outputs(outputs, pairs, params: dict[str, Any]) -> list[float]:
     from ..evaluation.metrics import mean_segmentation_accuracy
-    from ..segmentation.ais import AisParams, watershed_from_prediction
+    from ..families.microsam.ais import AisParams, watershed_from_prediction
 
     p = AisParams.from_dict(dict(params))
     return [mean_segmentation_accuracy(gt, watershed_from_prediction(o, p))[0] for o, (_, gt) in zip(outputs, pairs)]
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     import samzoo  # noqa: F401
     from ..evaluation.grid_search import ais_grid_search_on_outputs
     from ..evaluation.real_data import STARDIST_VERSION, fetch_stardist_nuclei
-    from ..models.checkpoint import load_checkpoint, save_checkpoint
+    from ..families.microsam.checkpoint import load_checkpoint, save_checkpoint
     from .assess import FLUORESCENCE_NUCLEI, baseline_msa, synthetic_pairs
 
     ap = argparse.ArgumentParser()

@@ -32,7 +32,7 @@ class TrainConfig:
     name: str = "run"
     out_dir: str = "runs/run"
     # model
-    model: str = "tiny"  # preset name in samzoo.models.config
+    model: str = "tiny"  # preset name in samzoo.families.microsam.config
     model_changes: dict[str, Any] = field(default_factory=dict)
     init_checkpoint: str | None = None  # None: train from scratch
     freeze: list[str] = field(default_factory=list)  # any of FREEZABLE

@@ -26,9 +26,9 @@ import torch
 
 from ..errors import CheckpointError, InputError
 from ..io import atomic_path
-from ..models.checkpoint import load_checkpoint, save_checkpoint
-from ..models.config import preset
-from ..models.model import SamzooModel
+from ..families.microsam.checkpoint import load_checkpoint, save_checkpoint
+from ..families.microsam.config import preset
+from ..families.microsam.model import SamzooModel
 from .config import TrainConfig, save_config
 from .data import PatchSampler, build_source, fixed_samples, sample_batch
 from .interactive import interactive_loss, prompt_dice

@@ -48,7 +48,7 @@ from skimage.segmentation import relabel_sequential
 from torchvision.ops import batched_nms
 from tqdm.auto import tqdm
 
-from ..errors import InputError
+from ...errors import InputError
 from .predictor import MASK_THRESHOLD, Predictor
 
 _UPSCALE_CHUNK = 16  # masks upsampled to window size at once (bounds memory for 1024 px windows)

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential, watershed
 
-from ..errors import InputError
+from ...errors import InputError
 
 _THRESHOLDS = ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold")
 _SMOOTHINGS = ("foreground_smoothing", "distance_smoothing")

@@ -8,67 +8,26 @@
 
 Everything is read with ``weights_only=True``: a checkpoint is data, never code. Training
 checkpoints of torch-em / micro-sam's trainer also pickle the model object beside its weights;
-those are read with :func:`~samzoo.models.tensor_unpickler.read_tensors_only`, which keeps the
-tensors and replaces every pickled object by an inert placeholder (nothing in the file runs).
+those are read by :func:`samzoo.state_files.read_state` (tensors only, nothing in the file runs).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ...errors import CheckpointError
+from ...state_files import read_state
 from .ais_decoder import decoder_state
 from .config import PRESETS, ModelConfig
 from .model import SamzooModel
 
-log = logging.getLogger(__name__)
 
 SAMZOO_FORMAT = 1
 _TRAINER_PREFIXES = ("sam.", "module.sam.", "module.")
-
-
-def read_state(path: str | os.PathLike) -> Mapping[str, Any]:
-    """``torch.load`` with ``weights_only=True`` and errors that name the file; files that also
-    pickle Python objects (torch-em / micro-sam training checkpoints) give their tensors only."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        state = _tensors_of_pickled_checkpoint(path, err)
-    except Exception as err:  # torch.load raises many types on foreign bytes (IndexError, KeyError, ...)
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(err).__name__}: {err}") from None
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return state
-
-
-def _tensors_of_pickled_checkpoint(path: Path, refusal: Exception) -> Mapping[str, Any]:
-    from .tensor_unpickler import SkippedObject, read_tensors_only
-
-    try:
-        state, skipped = read_tensors_only(path)
-    except Exception:
-        raise CheckpointError(
-            f"{path} holds Python objects that safe loading (weights_only=True) refuses; "
-            f"re-save it as a plain dict of tensors ({str(refusal).splitlines()[0]})"
-        ) from None
-    weights = state.get("model_state", state) if isinstance(state, Mapping) else None
-    if not isinstance(weights, Mapping) or not any(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise CheckpointError(
-            f"{path} holds Python objects that safe loading (weights_only=True) refuses and no weights "
-            "beside them; re-save the model as a plain dict of tensors"
-        )
-    log.warning("%s also pickles Python objects (%d classes, e.g. %s); they were not loaded, only the "
-                "weights were read", path.name, len(skipped), ", ".join(skipped[:2]))
-    return {k: v for k, v in state.items() if not isinstance(v, SkippedObject)}
 
 
 def checkpoint_flavour(state: Mapping[str, Any]) -> str:
@@ -168,7 +127,12 @@ def _load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], wha
 def load_checkpoint(path: str | os.PathLike, *, decoder_path: str | os.PathLike | None = None,
                     config: ModelConfig | None = None) -> SamzooModel:
     """Build the model a checkpoint describes and load its weights (any of the three flavours)."""
-    state = read_state(path)
+    return load_from_state(path, read_state(path), decoder_path=decoder_path, config=config)
+
+
+def load_from_state(path: str | os.PathLike, state: Mapping[str, Any], *,
+                    decoder_path: str | os.PathLike | None = None, config: ModelConfig | None = None) -> SamzooModel:
+    """``load_checkpoint`` on an already read ``state`` (``path`` names the file in errors)."""
     flavour = checkpoint_flavour(state)
     if flavour == "sam":
         sam_state, ais_state = _strip_trainer_prefix(state), None
@@ -208,6 +172,7 @@ def checkpoint_dict(model: SamzooModel, *, half: bool = False) -> dict[str, Any]
 
     out: dict[str, Any] = {
         "samzoo_format": SAMZOO_FORMAT,
+        "family": "microsam",
         "config": model.config.to_dict(),
         "model_state": {k: store(v) for k, v in model.sam.state_dict().items()},
         "ais_params": dict(model.ais_params),
@@ -220,7 +185,7 @@ def checkpoint_dict(model: SamzooModel, *, half: bool = False) -> dict[str, Any]
 
 def save_checkpoint(model: SamzooModel, path: str | os.PathLike, *, half: bool = False) -> Path:
     """Write atomically; ``half`` stores float weights as float16 (loads back as float32)."""
-    from ..io import atomic_path
+    from ...io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
+from ...errors import CheckpointError
 from .config import ModelConfig
 
 # MobileSAM's vit_t (TinyViT-5M at 1024 px). ``config.tiny_vit`` entries override these.

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import InputError
-from ..models.model import SamzooModel
-from .embedding_cache import (
+from ...errors import InputError
+from .model import SamzooModel
+from ...segmentation.embedding_cache import (
     EmbeddingCache,
     as_embedding_cache,
     image_digest,
@@ -41,8 +41,8 @@ from .embedding_cache import (
     tiling_descriptor,
     window_entry,
 )
-from .preprocess import as_image_stack, normalize_to_uint8_range
-from .tiling import Tile, TileGrid, stitch_into
+from ...segmentation.preprocess import as_image_stack, normalize_to_uint8_range
+from ...segmentation.tiling import Tile, TileGrid, stitch_into
 
 Window = tuple[slice, slice]
 """A rectangular part of the image (rows, columns) that is encoded as one SAM input."""

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CheckpointError
+from ...errors import CheckpointError
 
 ENCODER_KINDS = ("vit", "tiny_vit")
 NORMALIZATIONS = ("minmax", "percentile")
@@ -91,7 +91,7 @@ PRESETS: dict[str, ModelConfig] = {
     "vit_h": ModelConfig(
         name="vit_h", embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)
     ),
-    # MobileSAM's TinyViT-5M encoder (samzoo.models.tiny_vit). Its stage widths, depths and heads
+    # MobileSAM's TinyViT-5M encoder (samzoo.families.microsam.tiny_vit). Its stage widths, depths and heads
     # live in ``tiny_vit`` (defaults there); embed_dim/depth/num_heads here only describe the last stage.
     "vit_t": ModelConfig(name="vit_t", encoder="tiny_vit", embed_dim=320, depth=4, num_heads=10,
                          global_attn_indexes=()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ..errors import ModelNotFoundError
+from .errors import ModelNotFoundError
 
 DEFAULT_MODEL_ID = "samzoo-lm-tiny"
 

@@ -1,0 +1,74 @@
+"""μSAM's automatic instance segmentation of one 2D image: AIS (decoder maps + seeded watershed)
+or AMG (SAM's automatic mask generation)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ...errors import InputError
+from ...segmentation.embedding_cache import EmbeddingCache, as_embedding_cache
+from .ais import AisParams, watershed_from_decoder_outputs
+from .amg import AmgParams, as_amg_params, automatic_mask_generation
+from .model import SamzooModel
+from .predictor import Predictor
+
+MODES = ("ais", "amg")
+
+
+def resolve_ais_params(model: SamzooModel, overrides: "AisParams | dict[str, Any] | None" = None) -> AisParams:
+    """AisParams defaults, then the model's tuned ``ais_params``, then ``overrides`` (a dict of
+    changes; an ``AisParams`` object is taken as the complete set)."""
+    if isinstance(overrides, AisParams):
+        return overrides
+    known = {f.name for f in dataclasses.fields(AisParams)}
+    params = AisParams().replace(**{k: v for k, v in dict(model.ais_params or {}).items() if k in known})
+    if overrides is None:
+        return params
+    if not isinstance(overrides, dict):
+        raise InputError(f"ais_params must be a dict or AisParams, got {type(overrides).__name__}")
+    return params.replace(**overrides)
+
+
+def segment_image(
+    image: np.ndarray,
+    model: SamzooModel,
+    *,
+    mode: str = "ais",
+    params: "AisParams | AmgParams | dict[str, Any] | None" = None,
+    ais_params: "AisParams | dict[str, Any] | None" = None,
+    amg_params: "AmgParams | dict[str, Any] | None" = None,
+    tile_shape: int | Sequence[int] | None = None,
+    halo: int | Sequence[int] | None = None,
+    embedding_cache: "EmbeddingCache | str | bool | None" = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """One 2D image -> uint32 labels. ``mode="ais"``: the AIS decoder's maps and the seeded
+    watershed (``ais_params`` override the model's tuned values, which override the defaults);
+    ``mode="amg"``: SAM's automatic mask generation (``amg_params``). ``params`` is the generic
+    spelling of whichever of the two the mode uses."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    if params is not None:
+        if (ais_params if mode == "ais" else amg_params) is not None:
+            raise InputError(f"give params or {mode}_params, not both")
+        ais_params, amg_params = (params, None) if mode == "ais" else (None, params)
+    if mode == "ais" and amg_params is not None:
+        raise InputError("amg_params apply to mode='amg'")
+    if mode == "amg" and ais_params is not None:
+        raise InputError("ais_params apply to mode='ais'")
+    if mode == "ais":
+        if not model.has_ais_decoder:
+            raise InputError(f"model {model.config.name!r} has no AIS decoder; use mode='amg' or prompts")
+        chosen: Any = resolve_ais_params(model, ais_params)
+    else:
+        chosen = as_amg_params(amg_params)
+    predictor = Predictor(model, progress=progress)
+    predictor.set_image(image, tile_shape=tile_shape, halo=halo, embedding_cache=as_embedding_cache(embedding_cache))
+    if mode == "ais":
+        maps = predictor.ais_outputs()
+        return watershed_from_decoder_outputs(maps[0], maps[1], maps[2], chosen)
+    return automatic_mask_generation(predictor, chosen)
