@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .default_model import DEFAULT_MODEL_ID, default_checkpoint_path
-from .errors import ModelNotFoundError
+from .errors import CheckpointError, ModelNotFoundError
 from .families import detect_family
 from .state_files import read_state
 
@@ -74,9 +74,25 @@ def _load_local(path: Path, decoder: Path | None = None) -> Any:
 
 def _load_remote(model_id: str, *, offline: bool | None) -> Any:
     from .hub import fetch_files
+    from .hub.fetch import main_file
 
     files = fetch_files(model_id, offline=offline)
-    main = files.get("checkpoint") or files.get("package")
-    if main is None:
-        raise ModelNotFoundError(f"{model_id} resolved to no checkpoint or package ({sorted(files)})")
-    return _load_local(Path(main), decoder=files.get("decoder"))
+    main = Path(main_file(files))
+    try:
+        return _load_local(main, decoder=files.get("decoder"))
+    except CheckpointError:
+        _forget_fetched_package(main)
+        raise
+
+
+def _forget_fetched_package(path: Path) -> None:
+    """A downloaded package folder that cannot be loaded (its hashes were right, its content is
+    not) leaves the cache, so a bad package is never kept as if it were usable."""
+    import shutil
+
+    from .cache import cache_dir
+
+    root = cache_dir().resolve()
+    path = path.resolve()
+    if path.is_dir() and root in path.parents:
+        shutil.rmtree(path, ignore_errors=True)
