@@ -27,6 +27,7 @@ import samzoo
 from samzoo import SamzooModel, preset
 from samzoo.cli import main as cli_main
 from samzoo.families.microsam.ais import AisParams
+from samzoo.hub import fetch
 from samzoo.errors import CheckpointError, HashMismatchError, ModelNotFoundError, PackageIntegrityError
 from samzoo.packaging import package_model
 from samzoo.packaging.export import synthetic_sample
@@ -249,7 +250,7 @@ def test_package_loads_by_rdf_url(hub_env, server, package, model):
     url = _serve(server, "/models/integrity", _members(package))
     loaded = samzoo.load_model(url)
     assert _same_weights(loaded, model) and loaded.ais_params == AisParams.from_dict(model.ais_params).to_dict()
-    assert samzoo.fetch(url).is_dir()  # the package folder, not its weights file as a "checkpoint"
+    assert fetch(url).is_dir()  # the package folder, not its weights file as a "checkpoint"
     n = server.total_requests
     assert _same_weights(samzoo.load_model(url), model) and server.total_requests == n  # from the cache
 
