@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CardError, PublishError
+from ..packaging.card_files import CARD_FILENAME  # the card's file name in a package and in a publication
 from .card import ModelCard, load_card
 
-#: File name of the model card inside a publication (and, by convention, inside a package zip).
-CARD_FILENAME = "samzoo_card.yaml"
 README_FILENAME = "README.md"
 
 
@@ -63,7 +62,10 @@ def _upload_file(path: Path, role: str, name: str | None = None) -> UploadFile:
 
 
 def check_inputs(packages: Sequence[str | os.PathLike], checkpoint: str | os.PathLike | None) -> list[Path]:
-    """The package paths, after checking that each is a readable zip and the checkpoint exists."""
+    """The package paths, after checking that each is a readable zip whose description is valid and
+    whose files match their sha256 (``samzoo.packaging.integrity``), and that the checkpoint exists."""
+    from ..packaging.integrity import verify_package
+
     if not packages:
         raise PublishError("no package given: pass the BioImage.IO package zip(s) to publish")
     paths = []
@@ -73,6 +75,7 @@ def check_inputs(packages: Sequence[str | os.PathLike], checkpoint: str | os.Pat
             raise PublishError(f"package {path} does not exist (expected a BioImage.IO package .zip)")
         if not zipfile.is_zipfile(path):
             raise PublishError(f"package {path} is not a zip file (expected a BioImage.IO package .zip)")
+        verify_package(path)
         paths.append(path)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise PublishError(f"checkpoint {checkpoint} does not exist")
