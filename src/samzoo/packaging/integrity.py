@@ -99,11 +99,11 @@ def file_sha256(open_file: Callable[[], BinaryIO]) -> str:
 
 def verify_files(pkg: PackageReader, rdf: Mapping[str, Any], where: str) -> None:
     """Every file the description names exists in ``pkg``; each hashed one matches its sha256."""
+    # every name is checked for escaping the package before any file is looked at
+    files = [(_member(source, field, where), sha, field)
+             for source, sha, field in referenced_files(rdf) if not _is_remote(source)]
     seen: dict[str, str | None] = {}
-    for source, sha, field in referenced_files(rdf):
-        if _is_remote(source):
-            continue
-        name = _member(source, field, where)
+    for name, sha, field in files:
         if pkg.size(name) is None:
             raise PackageIntegrityError(f"{where}: {name} (named by {field}) is missing from the package")
         if sha is None or seen.get(name) == sha:
