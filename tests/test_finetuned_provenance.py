@@ -15,6 +15,7 @@ from samzoo.errors import InputError
 from samzoo.packaging import package_model
 from samzoo.packaging.export import synthetic_sample
 from samzoo.training.config import TrainConfig
+from samzoo.training.provenance import run_metadata
 from samzoo.training.trainer import Trainer
 
 os.environ.setdefault("BIOIMAGEIO_LOG_WARNINGS", "false")
@@ -57,14 +58,15 @@ def test_checkpoint_metadata_is_the_childs_own(child):
 
 def test_package_without_card_describes_the_child(child):
     model, parent_path, tmp = child
-    model.ais_params = {"foreground_threshold": 0.01, "center_distance_threshold": 1.0,
-                        "boundary_distance_threshold": 1.0, "min_size": 0}
+    assert "bioimageio_id" not in model.metadata["parent"]  # a local parent has none
+    model.metadata["parent"]["bioimageio_id"] = "diplomatic-bug/1.2"  # as for a registry parent (below)
     zips = package_model(model, tmp / "pkg", sample_image=synthetic_sample(64, seed=2),
                          formats=["pytorch_state_dict"], kinds=["interactive"])
     with zipfile.ZipFile(zips["interactive"]) as zf:
         rdf = yaml.safe_load(zf.read("rdf.yaml"))
         doc = zf.read(rdf["documentation"]["source"]).decode()
     assert rdf["name"].startswith("child-model")
+    assert rdf["parent"] == {"id": "diplomatic-bug", "version": "1.2"}  # BioImage.IO's own parent field
     assert "fine-tuned by samzoo from parent-model" in rdf["description"]
     samzoo_cfg = rdf["config"]["samzoo"]
     assert samzoo_cfg["metadata"]["parent"]["name"] == "parent-model"
@@ -73,6 +75,15 @@ def test_package_without_card_describes_the_child(child):
     assert f"Parent model: {parent_path}" in doc and "Training data: 100% synthetic images" in doc
     assert "validation / dice_box" in doc
     assert str(PARENT_MSA) not in doc and str(PARENT_MSA) not in yaml.safe_dump(rdf)
+
+
+def test_registry_parent_is_named_by_its_bioimageio_id():
+    cfg = TrainConfig(name="lm-finetuned", init_checkpoint="vit_b_lm")
+    meta = run_metadata(cfg, {"name": "vit_b_lm", "metrics": {"msa": PARENT_MSA}}, "vit_b_lm")
+    assert meta["parent"] == {"id": "vit_b_lm", "name": "vit_b_lm", "bioimageio_id": "diplomatic-bug/1.2"}
+    assert "metrics" not in meta and meta["name"] == "lm-finetuned"
+    scratch = run_metadata(TrainConfig(name="scratch"))
+    assert "parent" not in scratch and "trained from scratch" in scratch["description"]
 
 
 def test_the_parents_card_is_refused_for_the_child(child, tmp_path):

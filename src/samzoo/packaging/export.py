@@ -502,6 +502,7 @@ class _Build:
             outputs=outputs,
             weights=weights,
             attachments=[spec.FileDescr(source=p) for p in self.attachments],
+            parent=md.linked_parent(spec, self.model.metadata),
             config=spec.Config(
                 bioimageio=spec.BioimageioConfig(reproducibility_tolerance=_tolerances(spec, tolerances)),
                 samzoo=samzoo_cfg,

@@ -166,6 +166,17 @@ def _parent_reference(meta: Mapping[str, Any]) -> Any:
     return str(parent) if parent else None
 
 
+def linked_parent(spec, model_metadata: Mapping[str, Any]):
+    """The rdf ``parent`` (a bioimage.io model ID and version) of a fine-tuned model, or None when its
+    parent has no bioimage.io ID (it is then named in ``config.samzoo.metadata.parent`` and the README)."""
+    parent = model_metadata.get("parent") if isinstance(model_metadata, Mapping) else None
+    ref = parent.get("bioimageio_id") if isinstance(parent, Mapping) else None
+    if not ref:
+        return None
+    model_id, _, version = str(ref).partition("/")
+    return spec.LinkedModel(id=spec.ModelId(model_id), version=spec.Version(version) if version else None)
+
+
 def card_model_problems(card: Mapping[str, Any], model_metadata: Mapping[str, Any]) -> list[str]:
     """Why ``card`` cannot describe the model whose checkpoint metadata is ``model_metadata``.
 

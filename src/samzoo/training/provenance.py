@@ -58,12 +58,32 @@ def run_metadata(config: Any, parent_metadata: Mapping[str, Any] | None = None,
     for key in ("name", "version"):
         if parent_metadata.get(key):
             parent[key] = str(parent_metadata[key])
+    bioimageio_id = bioimageio_reference(str(parent_ref))
+    if bioimageio_id:
+        parent["bioimageio_id"] = bioimageio_id
     meta["parent"] = parent
     label = parent.get("name") or parent["id"]
     if label != parent["id"]:
         label = f"{label} ({parent['id']})"
     meta["description"] = f"{config.name}: fine-tuned by samzoo from {label} on {data['description']}."
     return meta
+
+
+def bioimageio_reference(ref: str) -> str | None:
+    """The bioimage.io ID (``adjective-animal[/version]``) a model reference stands for: the reference
+    itself, or the alias of the registry entry it names; None when it has none. No network."""
+    import re
+
+    from ..errors import SamzooError
+    from ..hub.resolve import resolve
+
+    pattern = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)+(?:/[0-9][0-9a-z.]*)?$")
+    try:
+        res = resolve(ref, offline=True)
+    except SamzooError:
+        return None
+    candidates = [res.id] if res.kind == "bioimageio" else list(res.entry.aliases) if res.entry else []
+    return next((c.lower() for c in candidates if pattern.match(c.lower())), None)
 
 
 def validation_metrics(val: Mapping[str, float], *, iteration: int, n_images: int, data: str) -> dict[str, Any]:
