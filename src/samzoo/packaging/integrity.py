@@ -116,12 +116,56 @@ def verify_files(pkg: PackageReader, rdf: Mapping[str, Any], where: str) -> None
         seen[name] = sha
 
 
-def validate_description(rdf: Mapping[str, Any], where: str, file_name: str = "rdf.yaml") -> None:
-    """bioimageio.spec's validation of the description's format (no I/O); the first error by field."""
-    from bioimageio.spec import InvalidDescr, ValidationContext, build_description
+def _validated_marker(rdf: Mapping[str, Any]) -> Path | None:
+    """Where the cache remembers that this exact description passed this bioimageio.spec's validation.
 
+    Why: importing bioimageio.spec costs seconds (more than the validation itself), and the same
+    package is loaded again and again; a description that passed once passes again with the same
+    bioimageio.spec version. Only descriptions that passed are remembered."""
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ..cache import cache_dir
+
+    try:
+        spec_version = version("bioimageio.spec")
+    except PackageNotFoundError:  # pragma: no cover - a dependency
+        return None
+    try:
+        text = json.dumps(rdf, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return None
+    key = hashlib.sha256(f"{spec_version}\n{text}".encode()).hexdigest()
+    return cache_dir() / "validated-descriptions" / key[:2] / key
+
+
+def validate_description(rdf: Mapping[str, Any], where: str, file_name: str = "rdf.yaml") -> Path | None:
+    """bioimageio.spec's validation of the description's format (no I/O); the first error by field.
+
+    Returns the marker to pass to :func:`remember_valid` once the package was used successfully
+    (None when this description is already remembered); nothing is written for a bad package."""
     if rdf.get("type") != "model":
         raise PackageIntegrityError(f"{where}: {file_name} field type is {rdf.get('type')!r}, not 'model'")
+    marker = _validated_marker(rdf)
+    if marker is not None and marker.is_file():
+        return None
+    _validate_with_spec(rdf, where, file_name)
+    return marker
+
+
+def remember_valid(marker: Path | None) -> None:
+    """Remember a description that passed validation and whose package was used without error."""
+    if marker is None:
+        return
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:  # a read-only cache only costs the next validation
+        pass
+
+
+def _validate_with_spec(rdf: Mapping[str, Any], where: str, file_name: str) -> None:
+    from bioimageio.spec import InvalidDescr, ValidationContext, build_description
     context = ValidationContext(perform_io_checks=False, log_warnings=False, file_name=file_name)
     descr = build_description(dict(rdf), context=context)
     if isinstance(descr, InvalidDescr):
@@ -137,10 +181,13 @@ def validate_description(rdf: Mapping[str, Any], where: str, file_name: str = "r
             f"description: field {loc}: {msg}{more}")
 
 
-def check_package(pkg: PackageReader, rdf: Mapping[str, Any], where: str, file_name: str = "rdf.yaml") -> None:
-    """The whole check a package gets before use: description format, then files and hashes."""
-    validate_description(rdf, where, file_name)
+def check_package(pkg: PackageReader, rdf: Mapping[str, Any], where: str,
+                  file_name: str = "rdf.yaml") -> Path | None:
+    """The whole check a package gets before use: description format, then files and hashes.
+    Returns the validation marker for :func:`remember_valid` (call it when the package was used)."""
+    marker = validate_description(rdf, where, file_name)
     verify_files(pkg, rdf, where)
+    return marker
 
 
 def verify_package(path: str | os.PathLike) -> dict[str, Any]:
@@ -155,7 +202,7 @@ def verify_package(path: str | os.PathLike) -> dict[str, Any]:
     try:
         rdf = _description(pkg)
         name = next((n for n in DESCRIPTION_NAMES if pkg.size(n) is not None), "rdf.yaml")
-        check_package(pkg, rdf, str(path), name)
+        remember_valid(check_package(pkg, rdf, str(path), name))
         return rdf
     finally:
         pkg.close()

@@ -28,7 +28,7 @@ from ..errors import CheckpointError, ModelNotFoundError
 from ..families.microsam.config import ModelConfig
 from ..families.microsam.model import SamzooModel
 from .architectures import DECODER_PREFIX, load_packaged_state
-from .integrity import check_package
+from .integrity import check_package, remember_valid
 
 DESCRIPTION_NAMES = ("rdf.yaml", "bioimageio.yaml")
 MAX_DESCRIPTION_BYTES = 16 * 1024 * 1024
@@ -144,15 +144,18 @@ def load_package_model(path: str | os.PathLike) -> SamzooModel:
     pkg = _Package(path)
     try:
         rdf = _description(pkg)
-        check_package(pkg, rdf, str(path))  # nothing in a changed or damaged package is used
+        checked = check_package(pkg, rdf, str(path))  # nothing in a changed or damaged package is used
         weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
         if not isinstance(weights, Mapping) or "source" not in weights:
             raise CheckpointError(f"{path} has no pytorch_state_dict weights; samzoo can only load those")
         weights_name = _safe_member(weights["source"], "weights source")
         samzoo_cfg = (rdf.get("config") or {}).get("samzoo")
         if isinstance(samzoo_cfg, Mapping) and "model_config" in samzoo_cfg:
-            return _load_samzoo(pkg, rdf, weights, weights_name, samzoo_cfg)
-        return _load_foreign(pkg, rdf, weights_name)
+            model = _load_samzoo(pkg, rdf, weights, weights_name, samzoo_cfg)
+        else:
+            model = _load_foreign(pkg, rdf, weights_name)
+        remember_valid(checked)
+        return model
     finally:
         pkg.close()
 
