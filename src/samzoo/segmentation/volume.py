@@ -57,6 +57,15 @@ def _match_pair(lower: np.ndarray, upper: np.ndarray, n_lower: int, n_upper: int
     rows, cols, overlap = contingency.row, contingency.col, contingency.data
     size_lower = np.bincount(lower, minlength=n_lower + 1)
     size_upper = np.bincount(upper, minlength=n_upper + 1)
+    return match_from_counts(rows, cols, overlap, size_lower, size_upper, min_overlap)
+
+
+def match_from_counts(rows: np.ndarray, cols: np.ndarray, overlap: np.ndarray, size_lower: np.ndarray,
+                      size_upper: np.ndarray, min_overlap: float) -> np.ndarray:
+    """Matched ``(lower_id, upper_id)`` pairs from overlap counts of id pairs and object sizes
+    (indexed by id): the linking rule of ``merge_slices``, also used by blockwise runs that
+    collect the counts block by block. Ids may be global (unique across all slices)."""
+    rows, cols, overlap = (np.asarray(a, dtype=np.int64) for a in (rows, cols, overlap))
     iou = overlap / (size_lower[rows] + size_upper[cols] - overlap)
     keep = iou >= min_overlap
     rows, cols, iou = rows[keep], cols[keep], iou[keep]
@@ -65,6 +74,7 @@ def _match_pair(lower: np.ndarray, upper: np.ndarray, n_lower: int, n_upper: int
 
     # Split the candidate graph into independent components: most are a single pair, which is its
     # own optimal matching; only the rest go through the Hungarian algorithm, on small matrices.
+    n_lower, n_upper = int(rows.max()), int(cols.max())
     n_nodes = n_lower + 1 + n_upper + 1
     graph = sparse.coo_matrix((np.ones(rows.size), (rows, n_lower + 1 + cols)), shape=(n_nodes, n_nodes))
     _, component = connected_components(graph, directed=False)

@@ -146,6 +146,32 @@ def watershed_from_decoder_outputs(
     ``min_size`` are merged into neighbours or dropped (see ``_remove_small``); relabel 1..N.
     All inputs are 2D maps of the same shape with values in [0, 1].
     """
+    mask, seeds, boundary = watershed_inputs(foreground, center_distances, boundary_distances, params)
+    params = AisParams() if params is None else params
+    # 8-connected seeds, as micro-sam labels them: a diagonal chain is one seed, not several.
+    markers, _ = ndimage.label(seeds, structure=np.ones((3, 3), dtype=bool))
+    labels = watershed(boundary, markers=markers, mask=mask)
+    if params.min_size > 0:
+        labels = _remove_small(labels, boundary, mask, params.min_size)
+    relabeled, _, _ = relabel_sequential(labels.astype(np.uint32, copy=False))
+    return relabeled.astype(np.uint32, copy=False)
+
+
+def smoothing_radius(params: AisParams) -> int:
+    """Pixels of context the Gaussian smoothing in ``watershed_inputs`` reads around a pixel
+    (scipy's kernel radius, ``int(4 * sigma + 0.5)``): blockwise runs read this much extra."""
+    return int(4.0 * max(params.foreground_smoothing, params.distance_smoothing) + 0.5)
+
+
+def watershed_inputs(
+    foreground: np.ndarray,
+    center_distances: np.ndarray,
+    boundary_distances: np.ndarray,
+    params: AisParams | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The seeded watershed's inputs from the decoder outputs: (foreground mask, seed mask,
+    height map = smoothed boundary distances). Split out so blockwise segmentation can compute
+    them per block and label the seeds across blocks (``blockwise``)."""
     params = AisParams() if params is None else params
     if not isinstance(params, AisParams):
         raise InputError(f"params must be AisParams, got {type(params).__name__}")
@@ -163,13 +189,7 @@ def watershed_from_decoder_outputs(
 
     mask = fg > params.foreground_threshold
     seeds = (center < params.center_distance_threshold) & (boundary < params.boundary_distance_threshold) & mask
-    # 8-connected seeds, as micro-sam labels them: a diagonal chain is one seed, not several.
-    markers, _ = ndimage.label(seeds, structure=np.ones((3, 3), dtype=bool))
-    labels = watershed(boundary, markers=markers, mask=mask)
-    if params.min_size > 0:
-        labels = _remove_small(labels, boundary, mask, params.min_size)
-    relabeled, _, _ = relabel_sequential(labels.astype(np.uint32, copy=False))
-    return relabeled.astype(np.uint32, copy=False)
+    return mask, seeds, boundary
 
 
 def watershed_from_prediction(prediction: np.ndarray, params: AisParams | None = None) -> np.ndarray:

@@ -1,0 +1,148 @@
+"""μSAM's side of blockwise segmentation: decoder maps for blocks, watershed inputs from maps.
+
+``blockwise`` (shared, family-agnostic) cuts an image into blocks and stitches; it asks the
+family for four things, which this module provides for μSAM's AIS decoder (see the
+``BlockModel`` protocol in ``blockwise``):
+
+- ``intensity_stats(source, plane)``: the whole-plane statistics its normalisation needs (μSAM
+  normalises each 2D image as a whole, min-max or percentiles), computed without loading the
+  plane when it is large;
+- ``predict_maps(blocks, stats)``: per-pixel maps ``(3, h, w)`` for a list of raw 2D blocks,
+  encoded in batches (one encoder call for several blocks on a GPU);
+- ``watershed_inputs(maps)``: (foreground mask, seed mask, height map) of a block of maps;
+- ``context`` (pixels of map context ``watershed_inputs`` needs) and ``min_size``.
+
+Exactness: a block normalised with the plane's statistics holds the same float32 values as
+the same window of the normalised plane, so each tile's maps equal the tiled ``Predictor``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..models.model import SamzooModel
+from .ais import AisParams, smoothing_radius, watershed_inputs
+from .preprocess import PERCENTILES, as_image_stack
+
+EXACT_STATS_PIXELS = 1 << 26
+"""Planes up to this many pixels get exact percentiles (the plane is read once, ~0.8 GB of
+float32 for three channels); larger ones use every k-th row and column (see ``intensity_stats``)."""
+
+_STRIP_ROWS = 512
+
+
+@dataclass
+class AisBlockModel:
+    """A μSAM model with AIS decoder, seen blockwise. ``precision``: ``float32`` or
+    ``bfloat16`` (autocast; the maps come back as float32)."""
+
+    model: SamzooModel
+    params: AisParams
+    batch_size: int = 1
+    precision: str = "float32"
+    family: str = field(default="microsam", init=False)
+
+    def __post_init__(self) -> None:
+        if not self.model.has_ais_decoder:
+            raise InputError(f"model {self.model.config.name!r} has no AIS decoder; blockwise segmentation needs one")
+        if self.precision not in ("float32", "bfloat16"):
+            raise InputError(f"precision must be float32 or bfloat16, got {self.precision!r}")
+        self.model.eval()
+
+    n_maps = 3
+
+    @property
+    def img_size(self) -> int:
+        return int(self.model.config.img_size)
+
+    @property
+    def context(self) -> int:
+        return smoothing_radius(self.params)
+
+    @property
+    def min_size(self) -> int:
+        return int(self.params.min_size)
+
+    # ---------------------------------------------------------------- normalisation
+    def intensity_stats(self, read, shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
+        """Low and high values of the normalisation of one plane.
+
+        ``read(rows, cols)`` returns a raw block of the plane of spatial ``shape``. Min-max is
+        exact at any size (streamed in row strips); percentiles are exact up to
+        ``EXACT_STATS_PIXELS`` and otherwise taken on a regular subsample (every k-th row and
+        column, about that many pixels), which differs from the exact value by interpolation
+        between neighbouring order statistics only.
+        """
+        method = self.model.config.normalization
+        height, width = shape[:2]
+        if method == "minmax":
+            if np.dtype(dtype) == np.uint8:
+                return {"identity": True}
+            low, high = np.inf, -np.inf
+            for start in range(0, height, _STRIP_ROWS):
+                strip = self._three_channels(read(slice(start, min(start + _STRIP_ROWS, height)), slice(0, width)))
+                low, high = min(low, float(strip.min())), max(high, float(strip.max()))
+            return {"low": low, "high": high}
+        if height * width <= EXACT_STATS_PIXELS:
+            values = self._three_channels(read(slice(0, height), slice(0, width)))
+        else:
+            step = int(np.ceil(np.sqrt(height * width / EXACT_STATS_PIXELS)))
+            rows = [self._three_channels(read(slice(r, r + 1), slice(0, width)))[:, ::step]
+                    for r in range(0, height, step)]
+            values = np.concatenate(rows, axis=0)
+        low, high = (float(v) for v in np.percentile(values, PERCENTILES))
+        if high <= low:
+            low, high = float(values.min()), float(values.max())
+        return {"low": low, "high": high}
+
+    @staticmethod
+    def _three_channels(block: np.ndarray) -> np.ndarray:
+        stack, _ = as_image_stack(np.asarray(block), is_volume=False)
+        return stack[0]
+
+    @staticmethod
+    def _normalise(block: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
+        """Same arithmetic as ``preprocess.normalize_to_uint8_range`` with the plane's values."""
+        values = block
+        if stats.get("identity"):
+            return values
+        low, high = stats["low"], stats["high"]
+        if high <= low:
+            return np.zeros_like(values)
+        scaled = (values - np.float32(low)) * np.float32(255.0 / (high - low))
+        return np.clip(scaled, 0.0, 255.0, out=scaled)
+
+    # ---------------------------------------------------------------- maps
+    @torch.inference_mode()
+    def predict_maps(self, blocks: Sequence[np.ndarray], stats: Sequence[dict[str, Any]]) -> list[np.ndarray]:
+        """Decoder maps ``(3, h, w)`` float32 of raw 2D blocks; same-shape blocks share encoder calls."""
+        images = [self._normalise(self._three_channels(b), s) for b, s in zip(blocks, stats)]
+        out: list[np.ndarray | None] = [None] * len(images)
+        order = sorted(range(len(images)), key=lambda i: images[i].shape)
+        device = self.model.device
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
+        start = 0
+        while start < len(order):
+            shape = images[order[start]].shape
+            group = [order[start]]
+            while (start + len(group) < len(order) and len(group) < self.batch_size
+                   and images[order[start + len(group)]].shape == shape):
+                group.append(order[start + len(group)])
+            batch = torch.from_numpy(np.stack([images[i] for i in group])).permute(0, 3, 1, 2)
+            with autocast:
+                embedding, input_shape = self.model.embed(batch)
+                maps = self.model.decode_ais(embedding, tuple(int(v) for v in input_shape), shape[:2])
+            maps = maps.float().cpu().numpy()
+            for j, i in enumerate(group):
+                out[i] = maps[j]
+            start += len(group)
+        return out  # type: ignore[return-value]
+
+    def watershed_inputs(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return watershed_inputs(maps[0], maps[1], maps[2], self.params)
