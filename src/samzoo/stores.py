@@ -487,7 +487,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _create_ome_labels(location, shape, chunks, fingerprint, axes, multiscales) -> None:
     """An NGFF 0.5 label image: a group with ``multiscales`` + ``image-label`` and level ``0``."""
     import zarr
-    from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
+    from ome_zarr.format import CurrentFormat
+    from ome_zarr.writer import add_metadata, write_label_metadata, write_multiscales_metadata
 
     root = zarr.open_group(str(location.path), mode="a", zarr_format=3)
     group = root.require_group(location.key) if location.key else root
@@ -507,7 +508,11 @@ def _create_ome_labels(location, shape, chunks, fingerprint, axes, multiscales) 
                     scale[i] = float(source_scale[names.index(name)])
     datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]
     write_multiscales_metadata(group, datasets, axes=axes_meta, name="labels")
-    write_label_metadata(group, name="labels")
+    if location.key and "/" in location.key:  # NGFF layout image.ome.zarr:labels/NAME
+        parent, name = location.key.rsplit("/", 1)
+        write_label_metadata(root[parent], name)
+    else:
+        add_metadata(group, {"image-label": {"version": CurrentFormat().version}})
     group.attrs.update({FINGERPRINT_ATTR: fingerprint, COMPLETE_ATTR: False})
 
 
