@@ -24,6 +24,7 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError, SamzooError
+from .segmentation import runs as segment_runs
 
 PLUGIN_MODULES = (
     "samzoo.hub.cli",
@@ -136,8 +137,12 @@ def _add_segment(subparsers) -> None:
                     "generation). With --points/--boxes: interactive segmentation, one object per box (points "
                     "describe one object, or belong to the box containing them). Writes a label TIFF.",
     )
-    p.add_argument("input", help="image file: .tif/.tiff, .png, .jpg/.jpeg or .npy")
-    p.add_argument("-o", "--output", required=True, help="label image to write (.tif/.tiff)")
+    p.add_argument("input", nargs="+",
+                   help="image file (.tif/.tiff, .png, .jpg/.jpeg, .npy); several files, a folder, a glob or a .txt "
+                        "list (batch); or a large array PATH[:KEY] in zarr/OME-Zarr/N5/HDF5 (blockwise)")
+    p.add_argument("-o", "--output", required=True,
+                   help="label image to write (.tif/.tiff); a folder for a batch; a .zarr/.ome.zarr/.n5/.h5[:KEY] "
+                        "store for a blockwise run")
     p.add_argument("--model", default=None,
                    help="model ID, checkpoint or BioImage.IO package (default: the shipped default model)")
     p.add_argument("--mode", choices=("ais", "amg"), default=None, help="automatic mode (default: ais)")
@@ -156,6 +161,7 @@ def _add_segment(subparsers) -> None:
     p.add_argument("--volume", action="store_true",
                    help="read a 3D array as a (Z, H, W) stack and merge objects across slices")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    segment_runs.add_arguments(p)
     p.set_defaults(func=_run_segment)
 
 
@@ -171,7 +177,10 @@ def _check_suffix(path: str, suffixes: tuple[str, ...], what: str) -> Path:
 def _run_segment(args: argparse.Namespace) -> int:
     from .io import read_image, write_labels
 
-    output = _check_suffix(args.output, (".tif", ".tiff"), "--output")
+    scale = segment_runs.wants_scale(args)
+    if not scale:
+        args.input = args.input[0]
+        output = _check_suffix(args.output, (".tif", ".tiff"), "--output")
     overlay = _check_suffix(args.overlay, (".png",), "--overlay") if args.overlay else None
     tile_shape = parse_shape(args.tile_shape, "--tile-shape") if args.tile_shape else None
     halo = parse_shape(args.halo, "--halo") if args.halo else None
@@ -203,10 +212,13 @@ def _run_segment(args: argparse.Namespace) -> int:
             AmgParams().replace(**params)
             amg_params = params
 
+    if scale:
+        options = {"mode": mode, "ais_params": ais_params} if mode == "ais" else {"mode": mode, "amg_params": amg_params}
+        return segment_runs.run(args, options=options, tile_shape=tile_shape, halo=halo)
     image = read_image(args.input)
     from .segmentation.api import resolve_model, segment, segment_from_prompts
 
-    model = resolve_model(args.model)
+    model = resolve_model(args.model).to(segment_runs.resolve_device(args.device))
     cache = not args.no_embedding_cache
     progress = not args.quiet
     if interactive:

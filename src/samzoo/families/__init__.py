@@ -46,6 +46,10 @@ class FamilySpec:
     package(model, outdir, **options) -> {kind: zip path}: BioImage.IO packages of this family.
     segment_from_prompts(image, model, *, points, point_labels, boxes, ...) -> uint32 labels, one
         object per prompt; None for families without prompts.
+    block_model(model, params, *, batch_size, precision) -> an object following
+        ``samzoo.segmentation.blockwise.BlockModel`` (per-pixel maps of blocks, seeded-watershed
+        inputs from maps): blockwise / distributed segmentation of large arrays and GPU-batched
+        folders; None for families that do not support them yet.
     """
 
     name: str
@@ -61,6 +65,7 @@ class FamilySpec:
     model_params: Callable[[Any], Mapping[str, Any]]
     package: Callable[..., Mapping[str, Path]] | None = None
     segment_from_prompts: Callable[..., Any] | None = None
+    block_model: Callable[..., Any] | None = None
 
 
 def family_names() -> tuple[str, ...]:

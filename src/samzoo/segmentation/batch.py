@@ -168,7 +168,7 @@ def segment_batch(
         else:
             todo.append((source, target))
     bar = tqdm(total=len(pairs), initial=len(results), desc="images", disable=not progress, unit="img")
-    groups = _gpu_groups(todo, batch_size, segment_kwargs) if batch_size > 1 else [[p] for p in todo]
+    groups = _gpu_groups(todo, batch_size, model, segment_kwargs) if batch_size > 1 else [[p] for p in todo]
     for group in groups:
         if len(group) > 1:
             results.extend(_segment_group(group, model, segment_kwargs))
@@ -189,19 +189,25 @@ def segment_batch(
     return sorted(results, key=lambda r: order[r.input])
 
 
-def _gpu_groups(todo, batch_size, segment_kwargs) -> list[list[tuple[Path, Path]]]:
-    """Consecutive runs of readable untiled same-shape 2D images (AIS mode), at most
-    ``batch_size`` long; everything else alone."""
-    if segment_kwargs.get("mode", "ais") != "ais" or segment_kwargs.get("tile_shape") or segment_kwargs.get(
-            "is_volume"):
+def _gpu_groups(todo, batch_size, model, segment_kwargs) -> list[list[tuple[Path, Path]]]:
+    """Consecutive runs of readable same-shape 2D images the family encodes whole, at most
+    ``batch_size`` long; everything else alone (automatic mode of a family with a block model)."""
+    from ..families import family_of
+
+    family = family_of(model)
+    if (family.block_model is None or segment_kwargs.get("mode", "ais") != "ais"
+            or segment_kwargs.get("tile_shape") or segment_kwargs.get("is_volume")):
         return [[p] for p in todo]
+    fits = family.block_model(model, segment_kwargs.get("ais_params") or segment_kwargs.get("params")).fits_whole
     groups: list[list[tuple[Path, Path]]] = []
+    previous = None
     for pair in todo:
         shape = _shape_of(pair[0])
-        if groups and len(groups[-1]) < batch_size and shape is not None and _shape_of(groups[-1][0][0]) == shape:
+        if (groups and len(groups[-1]) < batch_size and shape is not None and shape == previous and fits(shape)):
             groups[-1].append(pair)
         else:
             groups.append([pair])
+        previous = shape
     return groups
 
 
@@ -213,30 +219,20 @@ def _shape_of(path: Path) -> tuple[int, ...] | None:
 
 
 def _segment_group(group, model, segment_kwargs) -> list[ImageResult]:
-    """One encoder call for several images (GPU), then each image's watershed."""
-    from .ais import watershed_from_decoder_outputs
-    from .ais_blocks import AisBlockModel
-    from .api import resolve_ais_params, segment
-    from .predictor import resolve_tiling
+    """One encoder call for several whole images (GPU), then each image's labels from its maps."""
+    from ..families import family_of
 
     start = time.perf_counter()
     images = [read_image(source) for source, _ in group]
-    params = resolve_ais_params(model, segment_kwargs.get("ais_params"))
-    if resolve_tiling(images[0].shape[:2], model.config.img_size)[0] is not None or images[0].ndim != 2:
-        out = []
-        for source, target in group:  # tiled or not plain 2D: the ordinary path, one by one
-            t0 = time.perf_counter()
-            labels = segment(read_image(source), model, progress=False, **segment_kwargs)
-            write_labels(target, labels)
-            out.append(ImageResult(source, target, "done", int(labels.max()), time.perf_counter() - t0))
-        return out
-    block_model = AisBlockModel(model, params, batch_size=len(group))
+    family = family_of(model)
+    block_model = family.block_model(model, segment_kwargs.get("ais_params") or segment_kwargs.get("params"),
+                                     batch_size=len(group))
     stats = [block_model.intensity_stats(lambda r, c, im=im: im[r, c], im.shape, im.dtype) for im in images]
     maps = block_model.predict_maps(images, stats)
     seconds = (time.perf_counter() - start) / len(group)
     results = []
     for (source, target), m in zip(group, maps):
-        labels = watershed_from_decoder_outputs(m[0], m[1], m[2], params)
+        labels = block_model.labels_from_maps(m)
         write_labels(target, labels)
         results.append(ImageResult(source, target, "done", int(labels.max()), seconds))
     return results

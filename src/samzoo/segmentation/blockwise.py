@@ -28,8 +28,9 @@ a path leaving the ``label_halo`` window -- impossible for objects smaller than 
 Block-merge heuristics instead change labels wherever an object crosses a border.
 ``tests/test_blockwise.py`` checks identical labels against ``segment``.
 
-Family contract (``BlockModel``): ``n_maps``, ``img_size``, ``context``, ``min_size``,
-``intensity_stats``, ``predict_maps`` and ``watershed_inputs`` (μSAM: ``ais_blocks``).
+Family contract (``BlockModel``, made by ``FamilySpec.block_model``): ``n_maps``, ``img_size``,
+``context``, ``min_size``, ``tiling``, ``intensity_stats``, ``predict_maps`` and
+``watershed_inputs`` (μSAM: ``families/microsam/blocks.py``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..stores import ArraySource, LabelWriter, Location, create_labels, mark_complete, output_state, remove_output
-from .predictor import resolve_tiling
 from .preprocess import _layout_3d
 from .tiling import TileGrid
 from .volume import match_from_counts
@@ -60,13 +60,28 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 
 
 class BlockModel(Protocol):
-    """What a model family provides for blockwise segmentation (μSAM: ``ais_blocks.AisBlockModel``)."""
+    """What a model family provides for blockwise segmentation (μSAM: ``AisBlockModel``).
+
+    Maps are any per-pixel float maps (``n_maps`` channels) from which the family's labels follow
+    by a seeded watershed: ``watershed_inputs(maps)`` -> (foreground mask, seed mask, height
+    map), each needing at most ``context`` pixels of maps around a pixel. ``tiling`` gives the
+    block grid (tile, halo) with ``img_size`` the model's input side; ``intensity_stats`` the
+    whole-plane values its normalisation needs; ``min_size`` objects smaller are flooded away.
+    For whole images (batches): ``fits_whole(shape)`` and ``labels_from_maps(maps)``.
+    """
 
     family: str
     n_maps: int
     img_size: int
     context: int
     min_size: int
+    batch_size: int
+
+    def tiling(self, tile_shape=None, halo=None) -> tuple[tuple[int, int], tuple[int, int]]: ...
+
+    def fits_whole(self, shape: tuple[int, ...]) -> bool: ...
+
+    def labels_from_maps(self, maps: np.ndarray) -> np.ndarray: ...
 
     def intensity_stats(self, read: Callable[[slice, slice], np.ndarray], shape: tuple[int, ...],
                         dtype: np.dtype) -> dict[str, Any]: ...
@@ -352,14 +367,12 @@ def _blocks(layout: Layout, tile: tuple[int, int]) -> tuple[list[Block], int]:
 
 def block_tiling(model: BlockModel, plane_shape: tuple[int, int], tile_shape=None, halo=None
                  ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The model tiling used as block grid (``predictor.resolve_tiling``, always tiled).
+    """The family's tiling used as block grid (always tiled).
 
     A block whose outer part (tile + 2 x halo) is smaller than the model's input would be
     upscaled for every tile: that is almost always a mistake (wrong units, chunking), so refused.
     """
-    tile, halo_ = resolve_tiling((max(plane_shape[0], 10**9), max(plane_shape[1], 10**9)), model.img_size,
-                                 tile_shape, halo)
-    assert tile is not None and halo_ is not None
+    tile, halo_ = model.tiling(tile_shape, halo)
     outer = (tile[0] + 2 * halo_[0], tile[1] + 2 * halo_[1])
     if min(outer) < model.img_size:
         raise InputError(f"blocks of {tile[0]}x{tile[1]} px with halo {halo_[0]}x{halo_[1]} are smaller than the "

@@ -45,6 +45,12 @@ def _segment_from_prompts(image, model, **prompts):
     return segment_from_prompts(image, model, **prompts)
 
 
+def _block_model(model, params=None, **options):
+    from .blocks import block_model
+
+    return block_model(model, params, **options)
+
+
 def _package(model, outdir, **options):
     from ...packaging.export import package_model
 
@@ -81,4 +87,5 @@ FAMILY = FamilySpec(
     model_params=_model_params,
     package=_package,
     segment_from_prompts=_segment_from_prompts,
+    block_model=_block_model,
 )

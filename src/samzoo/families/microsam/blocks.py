@@ -1,6 +1,6 @@
-"""μSAM's side of blockwise segmentation: decoder maps for blocks, watershed inputs from maps.
+"""μSAM's side of blockwise and batched segmentation: decoder maps for blocks, watershed inputs.
 
-``blockwise`` (shared, family-agnostic) cuts an image into blocks and stitches; it asks the
+``segmentation.blockwise`` (shared, family-agnostic) cuts an image into blocks and stitches; it asks the
 family for four things, which this module provides for μSAM's AIS decoder (see the
 ``BlockModel`` protocol in ``blockwise``):
 
@@ -10,7 +10,9 @@ family for four things, which this module provides for μSAM's AIS decoder (see 
 - ``predict_maps(blocks, stats)``: per-pixel maps ``(3, h, w)`` for a list of raw 2D blocks,
   encoded in batches (one encoder call for several blocks on a GPU);
 - ``watershed_inputs(maps)``: (foreground mask, seed mask, height map) of a block of maps;
-- ``context`` (pixels of map context ``watershed_inputs`` needs) and ``min_size``.
+- ``context`` (pixels of map context ``watershed_inputs`` needs) and ``min_size``;
+- ``tiling`` (the block grid: the family's tile and halo) and ``fits_whole`` / ``labels_from_maps``
+  for batches of whole images (``segmentation.batch``).
 
 Exactness: a block normalised with the plane's statistics holds the same float32 values as
 the same window of the normalised plane, so each tile's maps equal the tiled ``Predictor``'s.
@@ -25,10 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..models.model import SamzooModel
-from .ais import AisParams, smoothing_radius, watershed_inputs
-from .preprocess import PERCENTILES, as_image_stack
+from ...errors import InputError
+from ...segmentation.preprocess import PERCENTILES, as_image_stack
+from .ais import AisParams, smoothing_radius, watershed_from_decoder_outputs, watershed_inputs
+from .model import SamzooModel
+from .predictor import resolve_tiling
+from .segment import resolve_ais_params
 
 EXACT_STATS_PIXELS = 1 << 26
 """Planes up to this many pixels get exact percentiles (the plane is read once, ~0.8 GB of
@@ -146,3 +150,25 @@ class AisBlockModel:
 
     def watershed_inputs(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return watershed_inputs(maps[0], maps[1], maps[2], self.params)
+
+    def labels_from_maps(self, maps: np.ndarray) -> np.ndarray:
+        """Labels of a whole image from its maps (the in-memory path, as ``segment`` does)."""
+        return watershed_from_decoder_outputs(maps[0], maps[1], maps[2], self.params)
+
+    # ---------------------------------------------------------------- geometry
+    def tiling(self, tile_shape=None, halo=None) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Tile and halo of the block grid: ``resolve_tiling``'s rule for an image that needs tiling."""
+        huge = (1 << 40, 1 << 40)
+        tile, halo_ = resolve_tiling(huge, self.img_size, tile_shape, halo)
+        assert tile is not None and halo_ is not None
+        return tile, halo_
+
+    def fits_whole(self, shape: tuple[int, ...]) -> bool:
+        """Whether ``segment`` would encode a 2D image of ``shape`` in one piece (no tiling)."""
+        return len(shape) == 2 and resolve_tiling(tuple(shape), self.img_size)[0] is None
+
+
+def block_model(model: SamzooModel, params: "AisParams | dict[str, Any] | None" = None, *, batch_size: int = 1,
+                precision: str = "float32", **_: Any) -> AisBlockModel:
+    """``FamilySpec.block_model`` of μSAM: ``params`` override the model's tuned AIS parameters."""
+    return AisBlockModel(model, resolve_ais_params(model, params), batch_size=batch_size, precision=precision)
