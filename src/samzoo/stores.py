@@ -152,7 +152,10 @@ def _open_zarr(location: Location):
         raise InputError(f"{location.path} has no dataset {key!r} (it holds: {', '.join(names[:10]) or 'no arrays'})"
                          ) from None
     if not isinstance(item, zarr.Array):
-        raise InputError(f"{location.path}:{key} is a group, not an array; name one of its arrays")
+        multiscales = _ome_multiscales(dict(item.attrs))
+        if not multiscales:
+            raise InputError(f"{location.path}:{key} is a group, not an array; name one of its arrays")
+        item = item[multiscales[0]["datasets"][0]["path"]]  # an OME-Zarr image inside: its first level
     return item
 
 
@@ -513,7 +516,8 @@ def _create_ome_labels(location, shape, chunks, fingerprint, axes, multiscales) 
         write_label_metadata(root[parent], name)
     else:
         add_metadata(group, {"image-label": {"version": CurrentFormat().version}})
-    group.attrs.update({FINGERPRINT_ATTR: fingerprint, COMPLETE_ATTR: False})
+    _ome_group(location).attrs.update({FINGERPRINT_ATTR: fingerprint, COMPLETE_ATTR: False})  # fresh handle:
+    # ``group`` holds the attributes from before the label metadata and would write them back
 
 
 def _ome_group(location: Location):

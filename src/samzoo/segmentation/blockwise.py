@@ -405,7 +405,8 @@ def segment_blockwise(
 
     ``tile_shape``/``halo``: the model tiling (default: one model input per block);
     ``label_halo``: watershed context around each block (default: the larger of 2 x halo and
-    64 px); ``executor``: ``SerialExecutor()`` (default) or ``distributed.DaskExecutor``;
+    128 px; objects reaching further than this from a block may differ from one whole-plane
+    watershed); ``executor``: ``SerialExecutor()`` (default) or ``distributed.DaskExecutor``;
     ``fingerprint``: what identifies this job (an existing output with another fingerprint is
     refused unless ``overwrite``; a complete one with the same is skipped; a partial one is
     resumed); ``scratch``: folder for intermediate maps (default: next to the output).
@@ -414,7 +415,7 @@ def segment_blockwise(
     executor = executor or SerialExecutor()
     layout = layout_of(source.shape, is_volume)
     tile, halo_ = block_tiling(model, layout.plane_shape, tile_shape, halo)
-    label_halo = max(2 * max(halo_), 64) if label_halo is None else int(label_halo)
+    label_halo = max(2 * max(halo_), 128) if label_halo is None else int(label_halo)
     if label_halo < model.context:
         raise InputError(f"label_halo {label_halo} is smaller than the {model.context} px the watershed inputs need")
     job = {"input": str(source.location), "shape": list(source.shape), "volume": layout.volume,

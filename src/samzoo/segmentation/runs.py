@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="blockwise on a running dask scheduler (e.g. tcp://host:8786)")
     g.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="torch threads per dask worker")
     g.add_argument("--label-halo", type=int, default=None, metavar="PX",
-                   help="watershed context around each block (default max(2 x halo, 64))")
+                   help="watershed context around each block (default max(2 x halo, 128))")
     g.add_argument("--keep-scratch", action="store_true", help="keep the blockwise scratch store (decoder maps)")
 
 

@@ -1,0 +1,176 @@
+"""Blockwise segmentation of stored arrays: same labels as the in-memory path, resumable, safe outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from conftest import disk_image
+from samzoo.errors import InputError
+from samzoo.families import family_of
+from samzoo.segmentation.api import segment
+from samzoo.segmentation.blockwise import SerialExecutor, segment_blockwise
+from samzoo.stores import ArraySource, output_location, output_state, parse_location
+
+# The random test model's maps sit near 0.5; these thresholds give it ~100 seeds on the disks.
+PARAMS = {"center_distance_threshold": 0.58, "boundary_distance_threshold": 0.58, "min_size": 10}
+TILE, HALO = 96, 16  # test preset: 128 px input
+
+
+def _image(shape=(260, 300), n=40, seed=0, dtype=np.uint16):
+    rng = np.random.default_rng(seed)
+    centers = [tuple(c) for c in rng.integers(8, min(shape) - 8, size=(n, 2))]
+    return disk_image(shape, centers=centers, radius=9, dtype=dtype, seed=seed)
+
+
+def _block_model(model, params=PARAMS, **kwargs):
+    return family_of(model).block_model(model, params, **kwargs)
+
+
+def _write_zarr(path, array, chunks, zarr_format=3):
+    z = zarr.create_array(str(path), shape=array.shape, chunks=chunks, dtype=array.dtype, zarr_format=zarr_format)
+    z[:] = array
+    return path
+
+
+def test_blockwise_2d_equals_segment(tiny_model, tmp_path):
+    image = _image()
+    expected = segment(image, tiny_model, tile_shape=TILE, halo=HALO, ais_params=PARAMS, progress=False)
+    assert expected.max() > 20  # enough objects, several crossing block borders:
+    assert len(set(np.unique(expected[TILE - 1])) & set(np.unique(expected[TILE])) - {0}) >= 3
+    source = ArraySource.open(_write_zarr(tmp_path / "in.zarr", image, (64, 64)))
+    result = segment_blockwise(source, output_location(tmp_path / "out.zarr"), _block_model(tiny_model),
+                               tile_shape=TILE, halo=HALO, progress=False)
+    labels = zarr.open_array(str(tmp_path / "out.zarr"))[:]
+    np.testing.assert_array_equal(labels, expected)  # identical, ids included
+    assert result.n_objects == int(expected.max()) and result.n_blocks == 12
+    assert zarr.open_array(str(tmp_path / "out.zarr")).attrs["samzoo_complete"] is True
+    assert not (tmp_path / "out.zarr.samzoo-scratch").exists()
+
+
+def test_blockwise_volume_equals_segment_into_ome_zarr(tiny_model, tmp_path):
+    rng = np.random.default_rng(1)
+    centers = [tuple(c) for c in rng.integers(8, 170, size=(20, 2))]
+    volume = np.stack([disk_image((180, 190), centers=centers, radius=8 + z % 3, seed=z) for z in range(3)])
+    expected = segment(volume, tiny_model, tile_shape=TILE, halo=HALO, ais_params=PARAMS, progress=False,
+                       is_volume=True)
+    # input: an OME-Zarr image (NGFF 0.4, zarr v2) with a physical scale that the labels keep
+    root = zarr.open_group(str(tmp_path / "in.ome.zarr"), mode="w", zarr_format=2)
+    root.create_array("0", shape=volume.shape, chunks=(1, 100, 100), dtype=volume.dtype)[:] = volume
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n, "type": "space", "unit": "micrometer"}
+                                                             for n in "zyx"],
+                                  "datasets": [{"path": "0", "coordinateTransformations": [
+                                      {"type": "scale", "scale": [2.0, 0.5, 0.5]}]}]}]
+    source = ArraySource.open(tmp_path / "in.ome.zarr")  # no key: the first level
+    assert source.shape == volume.shape
+    out = output_location(f"{tmp_path / 'out.ome.zarr'}:labels/cells")
+    segment_blockwise(source, out, _block_model(tiny_model), tile_shape=TILE, halo=HALO, is_volume=True,
+                      progress=False)
+    labels = ArraySource.open(out).read()
+    np.testing.assert_array_equal(labels, expected)
+    cells = zarr.open_group(str(tmp_path / "out.ome.zarr"), mode="r")["labels/cells"]
+    ome = cells.attrs["ome"]
+    assert ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 0.5, 0.5]
+    assert ome["multiscales"][0]["axes"][0]["unit"] == "micrometer" and "image-label" in ome
+    assert cells.attrs["samzoo_complete"] is True
+
+
+class _CrashAfter(SerialExecutor):
+    """Stops the run (like a killed process) after ``n`` map tasks."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def map(self, function, items, *, desc, progress, **kwargs):
+        if desc != "maps":
+            return super().map(function, items, desc=desc, progress=progress, **kwargs)
+        for item in items[: self.n]:
+            function(item, **kwargs)
+        raise KeyboardInterrupt
+
+
+def test_blockwise_resumes_after_a_crash_and_guards_outputs(tiny_model, tmp_path):
+    image = _image((200, 200), n=25, seed=3)
+    source = ArraySource.open(_write_zarr(tmp_path / "in.zarr", image, (100, 100), zarr_format=2))
+    out = output_location(tmp_path / "out.zarr")
+    model = _block_model(tiny_model)
+    with pytest.raises(KeyboardInterrupt):
+        segment_blockwise(source, out, model, tile_shape=TILE, halo=HALO, executor=_CrashAfter(4), progress=False)
+    job_attrs = dict(zarr.open_array(str(tmp_path / "out.zarr")).attrs)
+    assert job_attrs["samzoo_complete"] is False  # a partial store is never taken as done
+    assert output_state(out, job_attrs["samzoo_fingerprint"]) == "partial"
+    resumed = segment_blockwise(source, out, model, tile_shape=TILE, halo=HALO, progress=False)
+    assert resumed.resumed_blocks == 4
+    expected = segment(image, tiny_model, tile_shape=TILE, halo=HALO, ais_params=PARAMS, progress=False)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr"))[:], expected)
+
+    again = segment_blockwise(source, out, model, tile_shape=TILE, halo=HALO, progress=False)
+    assert again.skipped  # complete, same job
+    with pytest.raises(InputError, match="already holds other data"):
+        segment_blockwise(source, out, model, tile_shape=TILE, halo=24, progress=False)
+    redone = segment_blockwise(source, out, model, tile_shape=TILE, halo=24, overwrite=True, progress=False)
+    assert not redone.skipped and redone.n_objects > 0
+
+
+def test_blocks_smaller_than_the_model_input_are_refused(tiny_model, tmp_path):
+    source = ArraySource.open(_write_zarr(tmp_path / "in.zarr", _image((100, 100), n=5), (50, 50)))
+    with pytest.raises(InputError, match="smaller than the model's 128 px input"):
+        segment_blockwise(source, output_location(tmp_path / "o.zarr"), _block_model(tiny_model), tile_shape=40,
+                          halo=8, progress=False)
+
+
+# ------------------------------------------------------------------------------------ stores
+
+
+def test_stores_read_every_format_lazily(tmp_path):
+    import h5py
+    import tensorstore as ts
+
+    data = np.arange(60 * 70, dtype=np.uint16).reshape(60, 70)
+    block = (slice(10, 30), slice(5, 50))
+    _write_zarr(tmp_path / "a.zarr", data, (16, 16), zarr_format=2)
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("raw/s0", shape=data.shape, chunks=(32, 32), dtype=data.dtype)[:] = data
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f.create_dataset("vol/raw", data=data, chunks=(16, 16))
+    ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "c.n5" / "setup0")},
+             "metadata": {"dimensions": list(data.shape), "blockSize": [16, 16], "dataType": "uint16",
+                          "compression": {"type": "raw"}}, "create": True}).result().write(data).result()
+    tifffile.imwrite(tmp_path / "big.tif", data)
+    tifffile.imwrite(tmp_path / "tiled.tif", data, tile=(32, 32), compression="zlib")
+    for text in ("a.zarr", "g.zarr:raw/s0", "f.h5:/vol/raw", "c.n5:setup0", "big.tif", "tiled.tif"):
+        source = ArraySource.open(tmp_path / text if ":" not in text else f"{tmp_path}/{text}")
+        assert source.shape == data.shape and source.dtype == data.dtype, text
+        np.testing.assert_array_equal(source.read(block), data[block], err_msg=text)
+    assert isinstance(ArraySource.open(tmp_path / "big.tif").array, np.memmap)  # not loaded
+
+    for text, message in (("g.zarr", "zarr group; name the dataset as PATH:KEY .*raw/s0"),
+                          ("g.zarr:raw/s9", "no dataset 'raw/s9' .*raw/s0"),
+                          ("f.h5", "HDF5 file; name the dataset .*vol/raw"),
+                          ("f.h5:nope", "no dataset 'nope'"),
+                          ("c.n5", "name the dataset as PATH:KEY .*setup0"),
+                          ("missing.zarr", "zarr store not found")):
+        with pytest.raises(InputError, match=message):
+            ArraySource.open(f"{tmp_path}/{text}")
+
+
+def test_locations_parse_keys():
+    assert parse_location("/d/x.h5:/a/b").key == "a/b"
+    assert parse_location("C:/data/x.zarr").key is None
+    with pytest.raises(InputError, match="not an array store"):
+        parse_location("image.png")
+    assert json.dumps(str(output_location("o.n5")))  # N5 and HDF5 outputs get a default key
+
+
+def test_labels_to_n5_and_hdf5(tiny_model, tmp_path):
+    image = _image((150, 160), n=12, seed=5)
+    source = ArraySource.open(_write_zarr(tmp_path / "in.zarr", image, (64, 64)))
+    expected = segment(image, tiny_model, tile_shape=TILE, halo=HALO, ais_params=PARAMS, progress=False)
+    for name in ("out.n5:seg", "out.h5:seg"):
+        out = output_location(f"{tmp_path}/{name}")
+        segment_blockwise(source, out, _block_model(tiny_model), tile_shape=TILE, halo=HALO, progress=False)
+        np.testing.assert_array_equal(ArraySource.open(out).read(), expected, err_msg=name)
