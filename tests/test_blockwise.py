@@ -174,3 +174,25 @@ def test_labels_to_n5_and_hdf5(tiny_model, tmp_path):
         out = output_location(f"{tmp_path}/{name}")
         segment_blockwise(source, out, _block_model(tiny_model), tile_shape=TILE, halo=HALO, progress=False)
         np.testing.assert_array_equal(ArraySource.open(out).read(), expected, err_msg=name)
+
+
+def test_blockwise_cli(tiny_checkpoint, tmp_path, capsys):
+    from samzoo.cli import main
+
+    image = _image((150, 160), n=12, seed=9)
+    _write_zarr(tmp_path / "in.zarr", image, (64, 64))
+    argv = ["segment", str(tmp_path / "in.zarr"), "-o", f"{tmp_path}/out.zarr:seg", "--model", str(tiny_checkpoint),
+            "-q", "--tile-shape", "96", "--halo", "16", "--param", "center_distance_threshold=0.58",
+            "boundary_distance_threshold=0.58"]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "complete already" in capsys.readouterr().out
+    import h5py
+
+    with h5py.File(tmp_path / "in.h5", "w") as f:
+        f["raw"] = image
+    assert main(["segment", str(tmp_path / "in.h5"), "-o", str(tmp_path / "o.zarr"), "-q"]) == 2
+    assert "name the dataset as PATH:KEY (it holds: raw)" in capsys.readouterr().err
+    assert main(argv[:3] + [f"{tmp_path}/in.zarr"] + argv[4:]) == 2  # output = input
+    assert "is the input" in capsys.readouterr().err
