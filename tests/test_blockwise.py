@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -196,3 +197,32 @@ def test_blockwise_cli(tiny_checkpoint, tmp_path, capsys):
     assert "name the dataset as PATH:KEY (it holds: raw)" in capsys.readouterr().err
     assert main(argv[:3] + [f"{tmp_path}/in.zarr"] + argv[4:]) == 2  # output = input
     assert "is the input" in capsys.readouterr().err
+
+
+def _native_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_native_bf16() or os.environ.get("SAMZOO_TEST_BF16") == "1"),
+                    reason="no AVX-512 BF16/AMX: bfloat16 is emulated (minutes); SAMZOO_TEST_BF16=1 runs it anyway")
+def test_bfloat16_inference_agrees_with_float32():
+    """The optional bfloat16 path (CPU autocast) on the shipped, trained model: mSA >= 0.98."""
+    from importlib import resources
+
+    from samzoo.evaluation.metrics import mean_segmentation_accuracy
+    from samzoo.segmentation.api import resolve_model
+
+    model = resolve_model(None)
+    image = tifffile.imread(str(resources.files("samzoo") / "data" / "sample_nuclei.tif"))[:256, :256]
+    labels = {}
+    for precision in ("float32", "bfloat16"):
+        block_model = family_of(model).block_model(model, None, precision=precision)
+        stats = block_model.intensity_stats(lambda r, c: image[r, c], image.shape, image.dtype)
+        labels[precision] = block_model.labels_from_maps(block_model.predict_maps([image], [stats])[0])
+    assert labels["float32"].max() >= 5
+    assert mean_segmentation_accuracy(labels["bfloat16"], labels["float32"])[0] >= 0.98
