@@ -13,7 +13,8 @@ from samzoo.families.cellpose_sam import build, load, preset, save_checkpoint
 from samzoo.families.cellpose_sam.checkpoint import cellpose_state_dict, infer_config
 from samzoo.families.cellpose_sam.dynamics import (compute_masks, fill_holes_and_remove_small_masks,
                                                    masks_to_flows, renumber)
-from samzoo.families.cellpose_sam.inference import pad_amounts, segment_image, segment_volume, tile_starts
+from samzoo.families.cellpose_sam.inference import segment_image, segment_volume
+from samzoo.families.cellpose_sam.pipeline import pad_amounts, tile_starts
 from samzoo.families.cellpose_sam.network import CpsamNet
 from samzoo.families.cellpose_sam.params import CpsamParams
 

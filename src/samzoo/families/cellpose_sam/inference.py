@@ -32,8 +32,7 @@ from ...errors import InputError
 from . import dynamics
 from .model import CellposeSamModel
 from .params import CpsamParams, resolve_params
-
-PAD_DIV = 16
+from .pipeline import flows_to_labels, normalize, predict_tiles
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,105 +63,17 @@ def channels_last(image: np.ndarray) -> np.ndarray:
     return data
 
 
-def _percentiles(channel: np.ndarray, low: float, high: float) -> tuple[float, float]:
-    if channel.size > 224 ** 3:  # cellpose's subsample for big images
-        step = [max(1, s // 224) for s in channel.shape]
-        if channel.ndim == 3:
-            step[0] = max(1, channel.shape[0] // 50)
-        channel = channel[tuple(slice(None, None, s) for s in step)]
-    return float(np.percentile(channel, low)), float(np.percentile(channel, high))
-
-
-def normalize(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Per channel (last axis) over all other axes: ``low`` percentile -> 0, ``high`` -> 1."""
-    out = image.astype(np.float32, copy=True)
-    for c in range(out.shape[-1]):
-        channel = out[..., c]
-        if np.ptp(channel) > 0:
-            lo, hi = _percentiles(channel, low, high)
-            if hi - lo > 1e-3:
-                channel -= np.float32(lo)
-                channel /= np.float32(hi - lo)
-                continue
-        channel[...] = 0
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # 3-4. tiles
-
-
-def pad_amounts(size: int, tile: int) -> tuple[int, int]:
-    """Padding before/after one axis: to a multiple of 16 plus 8 px per side, at least ``tile``."""
-    if size >= tile:
-        extra = int(PAD_DIV * np.ceil(size / PAD_DIV) - size)
-    else:
-        extra = max(0, tile - size - PAD_DIV)
-    return PAD_DIV // 2 + extra // 2, PAD_DIV // 2 + extra - extra // 2
-
-
-def taper_mask(tile: int, sigma: float = 7.5) -> np.ndarray:
-    """Tile weights: a logistic fall-off centred 20 px inside each edge."""
-    size = max(224, tile)
-    x = np.arange(size)
-    x = np.abs(x - x.mean())
-    ramp = 1 / (1 + np.exp((x - (size / 2 - 20)) / sigma))
-    mask = ramp * ramp[:, None]
-    start = size // 2 - tile // 2
-    return mask[start:start + tile, start:start + tile]
-
-
-def tile_starts(size: int, tile: int, overlap: float, augment: bool) -> np.ndarray:
-    if augment:
-        n = max(2, int(np.ceil(2.0 * size / tile)))
-    else:
-        overlap = min(0.5, max(0.05, overlap))
-        n = 1 if size <= tile else int(np.ceil((1.0 + 2 * overlap) * size / tile))
-    return np.linspace(0, size - tile, n).astype(int)
-
-
-def _flip_axes(j: int, i: int) -> tuple[int, ...]:
-    """Test-time augmentation: which spatial axes tile (j, i) is flipped along (cellpose's pattern)."""
-    return {(0, 0): (), (0, 1): (1,), (1, 0): (2,), (1, 1): (1, 2)}[(j % 2, i % 2)]
 
 
 @torch.no_grad()
 def run_network(model: CellposeSamModel, image: np.ndarray, params: CpsamParams,
                 progress: bool = False) -> np.ndarray:
     """Normalised (H, W, C) image -> (3, H, W) float32: Y flow, X flow, cell-probability logit."""
-    tile = model.config.img_size
-    height, width = image.shape[:2]
-    (top, bottom), (left, right) = pad_amounts(height, tile), pad_amounts(width, tile)
-    padded = np.pad(image.transpose(2, 0, 1), ((0, 0), (top, bottom), (left, right)))
-    ly, lx = padded.shape[1:]
-    ys = tile_starts(ly, tile, params.tile_overlap, params.augment)
-    xs = tile_starts(lx, tile, params.tile_overlap, params.augment)
-    boxes = [(j, i, y, x) for j, y in enumerate(ys) for i, x in enumerate(xs)]
-    source = torch.from_numpy(padded)
-    device = model.device
-    mask = torch.from_numpy(taper_mask(tile).astype(np.float32))
-    total = torch.zeros((3, ly, lx))
-    weight = torch.zeros((ly, lx), dtype=torch.float64)
     model.eval()
-    for start in tqdm(range(0, len(boxes), params.batch_size), desc="tiles", disable=not progress,
-                      leave=False):
-        chunk = boxes[start:start + params.batch_size]
-        batch = []
-        for j, i, y, x in chunk:
-            patch = source[:, y:y + tile, x:x + tile]
-            flips = _flip_axes(j, i) if params.augment else ()
-            batch.append(patch.flip([a for a in flips]) if flips else patch)
-        out = model.net(torch.stack(batch).to(device)).float().cpu()
-        for (j, i, y, x), pred in zip(chunk, out):
-            flips = _flip_axes(j, i) if params.augment else ()
-            if flips:
-                pred = pred.flip(list(flips))
-                for axis in flips:  # a flip along Y reverses the Y flow (channel 0), X the X flow
-                    pred[axis - 1] *= -1
-            total[:, y:y + tile, x:x + tile] += pred * mask
-            weight[y:y + tile, x:x + tile] += mask.double()
-    result = (total / weight.float()).numpy()
-    return result[:, top:ly - bottom, left:lx - right]
+    bar = (lambda it: tqdm(it, desc="tiles", leave=False)) if progress else None
+    return predict_tiles(model.net, image, params.tile_overlap, params.augment, params.batch_size, progress=bar)
 
 
 def _resize(array: np.ndarray, shape: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
@@ -194,12 +105,9 @@ def predict_flows(model: CellposeSamModel, image: np.ndarray, params: CpsamParam
 
 def labels_from_flows(flows: np.ndarray, params: CpsamParams) -> np.ndarray:
     """(3 | 4, *shape) network outputs (flows..., logit) -> uint32 labels (2D or 3D)."""
-    labels = dynamics.compute_masks(flows[:-1], flows[-1], niter=params.steps,
-                                    cellprob_threshold=params.cellprob_threshold,
-                                    flow_threshold=params.flow_threshold,
-                                    max_size_fraction=params.max_size_fraction)
-    labels = dynamics.fill_holes_and_remove_small_masks(labels, min_size=params.min_size)
-    return labels.astype(np.uint32)
+    return flows_to_labels(flows, niter=params.steps, cellprob_threshold=params.cellprob_threshold,
+                           flow_threshold=params.flow_threshold, max_size_fraction=params.max_size_fraction,
+                           min_size=params.min_size)
 
 
 def segment_image(image: np.ndarray, model: CellposeSamModel, *, params: "CpsamParams | dict[str, Any] | None" = None,
