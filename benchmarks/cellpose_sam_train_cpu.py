@@ -23,14 +23,15 @@ if not DATA.exists():
 
 if __name__ == "__main__":
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    batch = int(sys.argv[2]) if len(sys.argv) > 2 else 4
     torch.set_num_threads(2)
-    train_images, train_labels = read_pairs(DATA / "train", limit=150)
-    val_images, val_labels = read_pairs(DATA / "val", limit=12)
+    train_images, train_labels = read_pairs(DATA / "train", limit=24, max_side=256)
+    val_images, val_labels = read_pairs(DATA / "val", limit=6, max_side=256)
     torch.manual_seed(0)
     model = build("cpsam_small", name="cpsam-small-dsb")
     started = time.time()
     before = mean_msa(model, val_images, val_labels)
-    log = train(model, train_images, train_labels, "cpsam-small-cpu", steps=steps)
+    log = train(model, train_images, train_labels, "cpsam-small-cpu", steps=steps, batch_size=batch)
     after = mean_msa(model, val_images, val_labels)
     save_checkpoint(model, "/tmp/cpsam_small_dsb.pt")
     result = {"val_images": len(val_images), "train_images": len(train_images), "msa_before": before,

@@ -153,15 +153,25 @@ def train(model: CellposeSamModel, images: Sequence[np.ndarray], labels: Sequenc
     return log
 
 
-def read_pairs(folder: str | Path, limit: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """images/NAME.tif + labels/NAME.tif pairs of a ``<set>/<split>`` folder."""
+def read_pairs(folder: str | Path, limit: int | None = None, max_side: int | None = None
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """images/NAME.tif + labels/NAME.tif pairs of a ``<set>/<split>`` folder (sorted by name; only
+    images with both sides <= ``max_side`` when given; at most ``limit``)."""
     from ...io import read_image
 
     folder = Path(folder)
-    names = sorted(p.name for p in (folder / "images").glob("*.tif"))[:limit]
-    if not names:
-        raise InputError(f"no images/*.tif in {folder}")
-    return ([read_image(folder / "images" / n) for n in names], [read_image(folder / "labels" / n) for n in names])
+    images, labels = [], []
+    for path in sorted((folder / "images").glob("*.tif")):
+        if limit is not None and len(images) >= limit:
+            break
+        label = read_image(folder / "labels" / path.name)
+        if max_side is not None and max(label.shape[:2]) > max_side:
+            continue
+        images.append(read_image(path))
+        labels.append(label)
+    if not images:
+        raise InputError(f"no usable images/*.tif in {folder}")
+    return images, labels
 
 
 def mean_msa(model: CellposeSamModel, images, labels, params: dict[str, Any] | None = None) -> float:
