@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import samzoo
+import samzoo.families.cellpose_sam
 from samzoo.errors import CheckpointError, InputError
 from samzoo.families import detect_family, get_family
 from samzoo.families.cellpose_sam import build, load, preset, save_checkpoint
@@ -161,3 +162,21 @@ def test_volume_modes_run(test_model):
     for params in ({"stitch_threshold": 0.5}, {"flow3d": True, "flow3d_smooth": 1.0}):  # 3 + 10 + 12 planes
         labels = segment_volume(volume, test_model, params=params, progress=False)
         assert labels.shape == volume.shape and labels.dtype == np.uint32
+
+
+def test_tune_stores_best_params(test_model):
+    labels = _disks((100, 120), ((30, 30), (70, 80)), 15)
+    image = (labels > 0) * 200.0 + 10
+    model = build("cpsam_test")
+    with torch.no_grad():
+        model.net.out.bias[2::3].fill_(-5.0)  # nothing is foreground at threshold 0 ...
+    summary = samzoo.families.cellpose_sam.tune(model, [image], [labels], grid={"cellprob_threshold": (0.0, -10.0)},
+                                                progress=False)
+    from samzoo.evaluation.metrics import mean_segmentation_accuracy
+
+    direct = {t: mean_segmentation_accuracy(labels, segment_image(image, model, params={"cellprob_threshold": t},
+                                                                  progress=False))[0] for t in (0.0, -10.0)}
+    assert summary["combinations"] == 2 and summary["msa"] == pytest.approx(max(direct.values()))
+    assert model.params["cellprob_threshold"] == max(direct, key=direct.get)
+    with pytest.raises(InputError, match="change the network outputs"):
+        samzoo.families.cellpose_sam.tune(model, [image], [labels], grid={"augment": (True,)}, progress=False)

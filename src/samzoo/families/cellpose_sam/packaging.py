@@ -147,10 +147,14 @@ def _expected_network_labels(model: CellposeSamModel, image: np.ndarray, params)
 
 
 def _consumer_prediction(description, image: np.ndarray) -> np.ndarray:
-    from bioimageio.core import Tensor, predict
+    """bioimageio.core's own result on the test input (one 256x256 block, as ``test_model`` runs it)."""
+    from bioimageio.core import create_prediction_pipeline
+    from bioimageio.core.digest_spec import create_sample_for_model
 
-    sample = predict(model=description, inputs={"image": Tensor.from_numpy(image, dims=("batch", "channel", "y", "x"))})
-    return next(iter(sample.members.values())).data.values
+    pipeline = create_prediction_pipeline(description)
+    sample = create_sample_for_model(description, inputs={"image": image}, sample_id="test")
+    result = pipeline.predict_sample_without_blocking(sample)
+    return next(iter(result.members.values())).data.values
 
 
 def _build(spec, kind: str, model: CellposeSamModel, params, folder: Path, name: str, licence: str,
