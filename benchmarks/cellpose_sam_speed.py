@@ -31,7 +31,39 @@ def _image(side: int) -> np.ndarray:
     return (image + rng.normal(0, 8, image.shape)).astype(np.float32)
 
 
-def _worker(impl: str, weights: str, side: int, threads: int, out: str) -> None:
+def _cellpose_small(weights: str):
+    from functools import partial
+
+    import torch
+    from cellpose.models import CellposeModel
+    from cellpose.vit import CPSAM
+    from segment_anything.modeling import ImageEncoderViT
+
+    from samzoo.families.cellpose_sam.checkpoint import infer_config
+
+    state = torch.load(weights, weights_only=True)
+    c = infer_config(state)
+    net = CPSAM.__new__(CPSAM)
+    torch.nn.Module.__init__(net)
+    net._dtype, net.rdrop, net.nout, net.ps = torch.float32, 0.0, c.nout, c.patch_size
+    net.encoder = ImageEncoderViT(img_size=c.img_size, patch_size=c.patch_size, embed_dim=c.embed_dim, depth=c.depth,
+                                  num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, out_chans=c.neck_dim, qkv_bias=True,
+                                  norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=0,
+                                  global_attn_indexes=())
+    for block, rows in zip(net.encoder.blocks, c.rel_pos_rows):
+        block.attn.rel_pos_h = torch.nn.Parameter(torch.zeros(rows, c.head_dim))
+        block.attn.rel_pos_w = torch.nn.Parameter(torch.zeros(rows, c.head_dim))
+    net.out = torch.nn.Conv2d(c.neck_dim, c.nout * c.patch_size ** 2, 1)
+    net.W2 = torch.nn.Parameter(state["W2"].clone(), requires_grad=False)
+    net.diam_labels = torch.nn.Parameter(state["diam_labels"].clone(), requires_grad=False)
+    net.diam_mean = torch.nn.Parameter(state["diam_mean"].clone(), requires_grad=False)
+    net.load_state_dict(state, strict=True)
+    model = CellposeModel.__new__(CellposeModel)
+    model.device, model.gpu, model.backbone, model.net = torch.device("cpu"), False, "sam_vitl", net.eval()
+    return model
+
+
+def _worker(impl: str, arch: str, weights: str, side: int, threads: int, out: str) -> None:
     import torch
 
     import samzoo  # noqa: F401
@@ -40,7 +72,10 @@ def _worker(impl: str, weights: str, side: int, threads: int, out: str) -> None:
     if impl == "cellpose":
         from cellpose.models import CellposeModel
 
-        model = CellposeModel(pretrained_model=weights, use_bfloat16=False)
+        if arch == "cpsam":
+            model = CellposeModel(pretrained_model=weights, use_bfloat16=False)
+        else:  # cellpose's CPSAM/CellposeModel code with the small ViT (CellposeModel builds ViT-L only)
+            model = _cellpose_small(weights)
         started = time.perf_counter()
         labels = model.eval(image)[0]
     else:
@@ -81,7 +116,7 @@ def main() -> None:
         row = {"size": side}
         for impl in ("cellpose", "samzoo"):
             out = tmp / f"{impl}_{side}.npy"
-            done = subprocess.run([sys.executable, __file__, "--worker", impl, weights, str(side),
+            done = subprocess.run([sys.executable, __file__, "--worker", impl, args.arch, weights, str(side),
                                    str(args.threads), str(out)], capture_output=True, text=True, check=True)
             row[impl] = json.loads(done.stdout.strip().splitlines()[-1])
         row["ratio"] = row["samzoo"]["seconds"] / row["cellpose"]["seconds"]
@@ -96,6 +131,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        _worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+        _worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
     else:
         main()

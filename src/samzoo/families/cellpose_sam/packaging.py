@@ -153,7 +153,7 @@ def _consumer_prediction(description, image: np.ndarray) -> np.ndarray:
 
     pipeline = create_prediction_pipeline(description)
     sample = create_sample_for_model(description, inputs={"image": image}, sample_id="test")
-    result = pipeline.predict_sample_without_blocking(sample)
+    result = pipeline.predict_sample_without_blocking(sample, skip_input_padding=True, skip_output_cropping=True)
     return next(iter(result.members.values())).data.values
 
 
@@ -180,7 +180,7 @@ def _build(spec, kind: str, model: CellposeSamModel, params, folder: Path, name:
             min_size=max(0, params.min_size), output_dtype="uint32"))]
         out_dtype = "uint32"
     else:
-        image = _sample(300, 3)
+        image = _sample(320, 3)  # 64 + 4 * 64: a valid size of the parameterised axes
         size = spec.ParameterizedSize(min=64, step=64)
         preprocessing = []
         architecture_path = folder / "cellpose_sam_pipeline.py"
