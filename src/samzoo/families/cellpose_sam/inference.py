@@ -116,8 +116,12 @@ def segment_image(image: np.ndarray, model: CellposeSamModel, *, params: "CpsamP
 
     ``tile_shape``/``halo`` are accepted for the shared API but the tiling is cellpose's (256 px,
     ``tile_overlap``); a different tile shape is an error rather than silently ignored."""
-    if options:
-        raise InputError(f"unknown option(s) for Cellpose-SAM: {', '.join(sorted(options))}")
+    # options of other families that the shared CLI passes with their neutral values are accepted
+    neutral = {"mode": ("ais", None), "ais_params": (None,), "amg_params": (None,)}
+    options.pop("embedding_cache", None)  # no image embeddings to cache in this family
+    unknown = sorted(k for k, v in options.items() if k not in neutral or v not in neutral[k])
+    if unknown:
+        raise InputError(f"option(s) {', '.join(unknown)} do not apply to Cellpose-SAM models (use params)")
     if tile_shape is not None and tuple(np.broadcast_to(tile_shape, 2)) != (model.config.img_size,) * 2:
         raise InputError(f"Cellpose-SAM tiles at {model.config.img_size} px (its input size); "
                          "set params tile_overlap instead of tile_shape/halo")
