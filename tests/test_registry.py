@@ -15,6 +15,7 @@ from samzoo.errors import ModelNotFoundError, OfflineError, RegistryError
 from samzoo.hub import list_models, resolve
 from samzoo.registry import (
     ARCHITECTURES,
+    FAMILY_ARCHITECTURES,
     MODALITIES,
     builtin_registry_path,
     load_registry,
@@ -57,7 +58,7 @@ def test_builtin_registry_lists_sam_musam_and_samzoo_models():
         assert entry.citation == "10.1038/s41592-024-02580-4"
         assert entry.file("checkpoint").microsam_name == model_id
     for e in reg:
-        assert e.architecture in ARCHITECTURES and e.modality in MODALITIES
+        assert e.architecture in FAMILY_ARCHITECTURES[e.family] and e.modality in MODALITIES
         for f in e.files:
             assert f.hash is not None or f.url.startswith("package://")
     tiny = reg.get("samzoo-lm-tiny")

@@ -2,6 +2,7 @@
 
 from .registry import (
     ARCHITECTURES,
+    FAMILY_ARCHITECTURES,
     MODALITIES,
     ROLES,
     Registry,
@@ -18,6 +19,7 @@ from .registry import (
 
 __all__ = [
     "ARCHITECTURES",
+    "FAMILY_ARCHITECTURES",
     "MODALITIES",
     "ROLES",
     "Registry",

@@ -6,7 +6,9 @@ A registry is a YAML file::
     models:
       - id: vit_b_lm                       # [A-Za-z0-9][A-Za-z0-9._-]*, unique (case-insensitive)
         aliases: [diplomatic-bug/1.2]      # other names, e.g. the BioImage.IO resource ID
-        architecture: vit_b                # vit_b | vit_l | vit_h | vit_t | tiny
+        family: microsam                   # optional (default microsam): samzoo.families name
+        architecture: vit_b                # microsam: vit_b | vit_l | vit_h | vit_t | tiny;
+                                           # cellpose_sam: cpsam
         modality: lm                       # lm | em | histopathology | medical | natural
         description: One line about the model.
         citation: 10.1038/s41592-024-02580-4   # a DOI, or null
@@ -42,13 +44,15 @@ from ..errors import ModelNotFoundError, OfflineError, RegistryError
 
 FORMAT_VERSION = 1
 ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
+#: architectures per model family (entries without ``family`` are μSAM models)
+FAMILY_ARCHITECTURES = {"microsam": ARCHITECTURES, "cellpose_sam": ("cpsam",)}
 MODALITIES = ("lm", "em", "histopathology", "medical", "natural")
 ROLES = ("checkpoint", "decoder", "package")
 HASH_ALGORITHMS = {"xxh128": 32, "sha256": 64, "md5": 32}
 ENV_REGISTRY = "SAMZOO_REGISTRY"
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_ENTRY_KEYS = {"id", "aliases", "architecture", "modality", "files", "description", "citation", "model_card"}
+_ENTRY_KEYS = {"id", "aliases", "family", "architecture", "modality", "files", "description", "citation", "model_card"}
 _FILE_KEYS = {"role", "url", "hash", "size", "microsam_name", "filename"}
 _DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 
@@ -89,6 +93,7 @@ class RegistryEntry:
     architecture: str
     modality: str
     files: tuple[RegistryFile, ...]
+    family: str = "microsam"
     aliases: tuple[str, ...] = ()
     description: str = ""
     citation: str | None = None
@@ -111,6 +116,7 @@ class RegistryEntry:
         return {
             "id": self.id,
             "aliases": list(self.aliases),
+            "family": self.family,
             "architecture": self.architecture,
             "modality": self.modality,
             "description": self.description,
@@ -267,9 +273,14 @@ def _validate_entry(raw: Any, index: int, base: str, problems: _Problems,
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() and " " not in a for a in aliases):
         problems.add(f"{where} field 'aliases'", f"must be a list of names without spaces, got {aliases!r}")
         aliases = []
+    family = raw.get("family", "microsam")
+    if family not in FAMILY_ARCHITECTURES:
+        problems.add(f"{where} field 'family'", f"must be one of {', '.join(FAMILY_ARCHITECTURES)}, got {family!r}")
+        family = "microsam"
     arch = raw.get("architecture")
-    if arch not in ARCHITECTURES:
-        problems.add(f"{where} field 'architecture'", f"must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    if arch not in FAMILY_ARCHITECTURES[family]:
+        problems.add(f"{where} field 'architecture'",
+                     f"must be one of {', '.join(FAMILY_ARCHITECTURES[family])} for family {family}, got {arch!r}")
     modality = raw.get("modality")
     if modality not in MODALITIES:
         problems.add(f"{where} field 'modality'", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
@@ -307,7 +318,7 @@ def _validate_entry(raw: Any, index: int, base: str, problems: _Problems,
             problems.add(f"{where} field 'files'", "needs a file with role 'checkpoint' or 'package'")
     if len(problems.items) > n_before:
         return None
-    return RegistryEntry(id=model_id, architecture=arch, modality=modality, files=tuple(files),
+    return RegistryEntry(id=model_id, architecture=arch, modality=modality, files=tuple(files), family=family,
                          aliases=tuple(a.strip() for a in aliases), description=description.strip(),
                          citation=citation, model_card=model_card)
 
