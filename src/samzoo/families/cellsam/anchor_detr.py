@@ -81,11 +81,12 @@ class DecoderLayer(nn.Module):
 
     def forward(self, tgt: torch.Tensor, anchors: torch.Tensor, memory: torch.Tensor, pos_row: torch.Tensor,
                 pos_col: torch.Tensor, adapt_pos2d: nn.Module, adapt_pos1d: nn.Module) -> torch.Tensor:
-        query_pos = adapt_pos2d(sine_embedding_2d(anchors))
+        dim = tgt.shape[-1]
+        query_pos = adapt_pos2d(sine_embedding_2d(anchors, dim // 2))
         q = (tgt + query_pos).transpose(0, 1)
         tgt = self.norm2(tgt + self.self_attn(q, q, tgt.transpose(0, 1), need_weights=False)[0].transpose(0, 1))
-        query_x = adapt_pos1d(sine_embedding_1d(anchors[..., 0]))
-        query_y = adapt_pos1d(sine_embedding_1d(anchors[..., 1]))
+        query_x = adapt_pos1d(sine_embedding_1d(anchors[..., 0], dim))
+        query_y = adapt_pos1d(sine_embedding_1d(anchors[..., 1], dim))
         k_row = memory + pos_row[:, None, :, :]
         k_col = memory + pos_col[:, :, None, :]
         tgt = self.norm1(tgt + self.cross_attn(tgt + query_x, tgt + query_y, k_row, k_col, memory))
@@ -129,8 +130,8 @@ class AnchorDetrTransformer(nn.Module):
 
     def position_embeddings(self, batch: int, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, W, C) column and (B, H, C) row position embeddings of an unpadded feature map."""
-        pos_row = self.adapt_pos1d(sine_embedding_1d(grid_positions(w, device)))
-        pos_col = self.adapt_pos1d(sine_embedding_1d(grid_positions(h, device)))
+        pos_row = self.adapt_pos1d(sine_embedding_1d(grid_positions(w, device), self.d_model))
+        pos_col = self.adapt_pos1d(sine_embedding_1d(grid_positions(h, device), self.d_model))
         return pos_row.expand(batch, -1, -1), pos_col.expand(batch, -1, -1)
 
     def forward(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

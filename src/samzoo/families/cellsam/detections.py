@@ -1,10 +1,12 @@
 """From CellFinder outputs to box prompts: top-k, cxcywh -> xyxy, the blended score threshold.
 
 CellSAM keeps a box when its score exceeds ``0.66 * bbox_threshold + 0.33 * mean(c1, c2)`` where
-c1, c2 are the centres of a 2-cluster k-means of all scores (sklearn ``KMeans(2)`` in the
-reference). In one dimension the optimal 2-means split is found exactly by sorting and trying
-every cut (O(n log n)), so samzoo does that instead of depending on scikit-learn: it is the
-global optimum, which is also a fixed point of Lloyd's algorithm that sklearn runs.
+c1, c2 are the centres of a 2-cluster k-means of all scores. samzoo's pipeline calls the same
+scikit-learn ``KMeans(n_clusters=2, random_state=42)`` as the reference, so thresholds are equal.
+The BioImage.IO package may import only torch/numpy/scipy, so it uses ``two_means_centers``: the
+exact optimum of 1-D 2-means (sort, try every cut). On bimodal scores -- what a trained detector
+gives -- both agree; on flat, unimodal scores sklearn's Lloyd iterations stop at its tolerance at a
+slightly different split (tests measure both).
 """
 
 from __future__ import annotations
@@ -56,12 +58,27 @@ def two_means_centers(values: np.ndarray) -> tuple[float, float]:
     return float(left_sum[cut] / size), float(right_sum[cut] / (n - size))
 
 
-def score_threshold(scores: np.ndarray, bbox_threshold: float, cluster_blend: bool = True) -> float:
-    """The threshold a score must EXCEED: ``bbox_threshold``, blended with the 2-cluster midpoint."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+def kmeans_centers(values: np.ndarray) -> tuple[float, float]:
+    """Centres of scikit-learn's ``KMeans(n_clusters=2, random_state=42)`` on 1-D ``values`` (the reference's call)."""
+    import warnings
+
+    from sklearn.cluster import KMeans
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fewer distinct values than clusters: centres coincide, fine
+        centers = KMeans(n_clusters=2, random_state=42).fit(np.asarray(values).reshape(-1, 1)).cluster_centers_
+    lo, hi = sorted(float(c) for c in centers.ravel())
+    return lo, hi
+
+
+def score_threshold(scores: np.ndarray, bbox_threshold: float, cluster_blend: bool = True, *,
+                    exact: bool = False) -> float:
+    """The threshold a score must EXCEED: ``bbox_threshold``, blended with the 2-cluster midpoint
+    (scikit-learn's k-means as the reference, or with ``exact`` the exact 1-D optimum)."""
+    scores = np.asarray(scores, dtype=np.float32).ravel()
     if not cluster_blend or scores.size < 2:
         return float(bbox_threshold)
-    c1, c2 = two_means_centers(scores)
+    c1, c2 = two_means_centers(scores) if exact else kmeans_centers(scores)
     return 0.66 * float(bbox_threshold) + 0.33 * (c1 + c2) / 2
 
 
