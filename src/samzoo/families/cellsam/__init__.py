@@ -30,3 +30,28 @@ __all__ = [
     "CellSAMModel", "CellSAMParams", "build_cellsam", "detect_boxes", "expected_layout", "load_cellsam",
     "looks_like_cellsam", "save_cellsam", "segment_image",
 ]
+
+
+def _family():
+    from .. import FamilySpec
+    from . import family as spec
+
+    return FamilySpec(
+        name="cellsam",
+        title="CellSAM",
+        summary="CellFinder (Anchor DETR on SAM ViT-B) detects cells, SAM draws one mask per box",
+        licence="samzoo code MIT (architecture written from the CellSAM / Anchor DETR papers); the official "
+                "CellSAM weights: " + LICENCE_NON_COMMERCIAL.split(": ", 1)[1],
+        model_class=CellSAMModel,
+        recognises=spec.recognises,
+        load=spec.load,
+        segment=spec.segment,
+        params=CellSAMParams,
+        param_grid=TUNING_GRID,
+        model_params=spec.model_params,
+        package=spec.package,
+        segment_from_prompts=spec.segment_from_prompts,
+    )
+
+
+FAMILY = _family()

@@ -4,8 +4,8 @@ Accepted layouts (``torch.load(weights_only=True)`` only):
 - the published one: a flat state dict with ``model.*`` (SAM ViT-B), optionally ``model_cp.*``
   (second SAM, used when present) and ``cellfinder.decode_head.*`` -- 1,041 keys with ``model_cp``,
   optionally wrapped as ``{"state_dict": {...}}``;
-- samzoo's own: ``{"samzoo_family": "cellsam", "config": {...}, "state_dict": {...}, "params": {...},
-  "metadata": {...}}`` (any CellSAMConfig, e.g. the small training presets).
+- samzoo's own: ``{"samzoo_format": 1, "family": "cellsam", "config": {...}, "state_dict": {...},
+  "params": {...}, "metadata": {...}}`` (any CellSAMConfig, e.g. the small training presets).
 
 Unlike the reference loader (``strict=False``), every missing, unexpected or mis-shaped key is an
 error that names the keys.
@@ -40,7 +40,7 @@ def looks_like_cellsam(state: Any) -> bool:
     """Whether a loaded object is a CellSAM checkpoint (published or samzoo's)."""
     if not isinstance(state, Mapping):
         return False
-    if state.get("samzoo_family") == FAMILY_TAG:
+    if state.get("family") == FAMILY_TAG:
         return True
     inner = state.get("state_dict", state) if not any(str(k).startswith("model.") for k in state) else state
     return isinstance(inner, Mapping) and any(str(k).startswith("cellfinder.decode_head.") for k in inner)
@@ -52,7 +52,7 @@ def unwrap(state: Any, where: str = "checkpoint") -> tuple[dict[str, torch.Tenso
         raise CheckpointError(f"{where}: not a CellSAM checkpoint (a {type(state).__name__}, expected a dict)")
     extras: dict[str, Any] = {}
     config = PUBLISHED
-    if state.get("samzoo_family") == FAMILY_TAG:
+    if state.get("family") == FAMILY_TAG:
         try:
             config = CellSAMConfig.from_dict(dict(state["config"]))
         except (KeyError, TypeError) as err:
@@ -117,14 +117,15 @@ def model_from_state(state: Mapping[str, torch.Tensor], config: CellSAMConfig = 
 
 def load_cellsam(path: str | os.PathLike, *, metadata: CellSAMMetadata | None = None) -> CellSAMModel:
     """Read a CellSAM checkpoint file (see the module docstring for the layouts)."""
+    from ...state_files import read_state
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"CellSAM checkpoint not found: {path}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise CheckpointError(f"{path}: cannot be read as a weights-only torch file "
-                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    return load_from_state(path, read_state(path), metadata=metadata)
+
+
+def load_from_state(path: str | os.PathLike, raw: Any, *, metadata: CellSAMMetadata | None = None) -> CellSAMModel:
+    """A CellSAMModel from an already read checkpoint object (``samzoo.state_files.read_state``)."""
+    path = Path(path)
     state, config, extras = unwrap(raw, str(path))
     params = CellSAMParams(**extras["params"]) if extras.get("params") else None
     if metadata is None:
@@ -146,7 +147,7 @@ def save_cellsam(model: CellSAMModel, path: str | os.PathLike, *, published_layo
             raise CheckpointError("the published CellSAM layout needs the published architecture")
         obj: Any = state
     else:
-        obj = {"samzoo_family": FAMILY_TAG, "config": model.config.to_dict(), "state_dict": state,
+        obj = {"samzoo_format": 1, "family": FAMILY_TAG, "config": model.config.to_dict(), "state_dict": state,
                "params": model.params.to_dict(), "metadata": model.metadata.to_dict()}
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
