@@ -83,11 +83,11 @@ def score_threshold(scores: np.ndarray, bbox_threshold: float, cluster_blend: bo
 
 
 def select_boxes(scores: torch.Tensor, boxes: torch.Tensor, bbox_threshold: float,
-                 cluster_blend: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 cluster_blend: bool = True, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Boxes (and scores) above the blended threshold, in their ranked order."""
     if scores.numel() == 0:
         return scores, boxes
-    threshold = score_threshold(scores.detach().cpu().numpy(), bbox_threshold, cluster_blend)
+    threshold = score_threshold(scores.detach().cpu().numpy(), bbox_threshold, cluster_blend, exact=exact)
     if threshold <= 0:
         return scores, boxes
     # Compared in float64, like the reference's numpy comparison with its float64 threshold.

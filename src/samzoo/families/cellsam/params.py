@@ -16,6 +16,8 @@ class CellSAMParams:
     """Detector score threshold (blended with the 2-cluster midpoint when ``cluster_blend``)."""
     cluster_blend: bool = True
     """Threshold = 0.66 * bbox_threshold + 0.33 * mean of the 2-means centres of all scores."""
+    exact_two_means: bool = False
+    """Use the exact 1-D 2-means split instead of scikit-learn's KMeans (what the package runs)."""
     iou_threshold: float = 0.5
     """Drop masks whose SAM-predicted IoU is below this."""
     mask_threshold: float = 0.4

@@ -36,7 +36,7 @@ def as_tensor(image01: np.ndarray) -> torch.Tensor:
 def detect_boxes_01(model: CellSAMModel, image01: np.ndarray, params: CellSAMParams) -> tuple[torch.Tensor, torch.Tensor]:
     """Selected boxes (xyxy, SAM-input pixels) and scores for a normalised (H, W, 3) image."""
     scores, boxes = model.detect(as_tensor(image01))
-    return select_boxes(scores, boxes, params.bbox_threshold, params.cluster_blend)
+    return select_boxes(scores, boxes, params.bbox_threshold, params.cluster_blend, params.exact_two_means)
 
 
 def to_image_pixels(boxes: torch.Tensor, shape: tuple[int, int], size: int) -> np.ndarray:
