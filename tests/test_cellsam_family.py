@@ -120,3 +120,19 @@ def test_tiling_links_objects_across_blocks():
     # without linking, objects cut by block boundaries get several labels
     unlinked = segment_tiled(None, image, params.replace(iou_depth=0), segment=segment)
     assert unlinked.max() > len(centers)
+
+
+def test_grid_search_picks_the_best_thresholds(cellsam_checkpoint):
+    from samzoo.families.cellsam.tuning import grid_search
+
+    model = samzoo.load_model(cellsam_checkpoint)
+    image = disk_image((100, 120), centers=((30, 40), (60, 90)), radius=12)
+    gt = np.zeros(image.shape, np.uint32)
+    best, rows = grid_search(model, [image], [gt], {"bbox_threshold": (0.2, 1.0), "min_size": (0, 25)},
+                             progress=False)
+    assert len(rows) == 4 and all(0 <= r["msa"] <= 1 for r in rows)
+    # with an empty ground truth, predicting nothing (threshold 1.0) is the only perfect answer
+    assert best.bbox_threshold == 1.0 and model.params.bbox_threshold == 1.0
+    assert max(r["msa"] for r in rows) == 1.0
+    with pytest.raises(InputError, match="mask_threshold must be in"):
+        grid_search(model, [image], [gt], {"mask_threshold": (2.0,)}, progress=False)
