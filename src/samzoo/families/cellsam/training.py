@@ -8,8 +8,11 @@ Two objectives, trained in alternating steps on random crops of (image, label) p
   re-training, ViT blocks frozen): each object's box is the prompt, the loss is BCE + Dice on the
   mask plus MSE of the predicted IoU against the mask's real IoU.
 
-``PRESETS["cpu-small"]`` trains a small CellSAM from scratch in minutes on 2 CPU cores; it shows the
-loss falling and held-out mSA rising, not a useful model. Run::
+``PRESETS["cpu-small"]`` trains a small CellSAM from scratch in minutes on 2 CPU cores. Measured on
+dsb2018-nuclei (150 steps, 200 train images, 8 min on a shared 2-core machine): detector loss
+12.3 -> 10.5, SAM loss 1.45 -> 1.00, but the detector is still collapsed (all queries score alike),
+so end-to-end held-out mSA stays 0; SAM prompted with ground-truth boxes reaches SA@0.3 0.10 on
+held-out crops (random init: 0.0). A useful detector needs GPU-scale training. Run::
 
     python -m samzoo.families.cellsam.training --data ../shared/data/dsb2018-nuclei -o cellsam-small.pt
 """
