@@ -26,6 +26,7 @@ from ..errors import CheckpointError, InputError
 FAMILY_MODULES: dict[str, str] = {
     "microsam": "samzoo.families.microsam",
     "cellpose_sam": "samzoo.families.cellpose_sam",
+    "cellsam": "samzoo.families.cellsam",
 }
 
 

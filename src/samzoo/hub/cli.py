@@ -98,19 +98,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=1, default=str))
         return 0
-    keys = ["id", "kind", "aliases", "architecture", "modality", "description", "citation", "model_card",
-            "registry", "location", "cache_folder"]
+    keys = ["id", "kind", "aliases", "family", "architecture", "modality", "description", "citation", "model_card",
+            "licence", "registry", "location", "cache_folder"]
     for key in keys:
         if key in info and info[key] not in (None, "", [], {}):
             value = info[key]
             if key == "citation":
                 value = f"https://doi.org/{value}"
             print(f"{key + ':':14}{', '.join(value) if isinstance(value, list) else value}")
+    if info.get("redistributable") is False:
+        print(f"{'redistribute:':14}no (do not mirror or publish these weights)")
     for f in info.get("files") or []:
         line = f"{f['role']}: {f['url']}"
+        if f.get("member"):
+            line += f" -> {f['member']}"
         if f.get("hash"):
             line += f"  ({f['hash']})"
         print(f"{'file:':14}{line}")
+        if f.get("gated"):
+            gated = f["gated"]
+            print(f"{'access:':14}gated: token from ${gated['token_env']}"
+                  + (f" (get one at {gated['signup']})" if gated.get("signup") else ""))
     local = info.get("local")
     if local:
         for role, path in local.items():

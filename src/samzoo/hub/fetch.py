@@ -178,6 +178,11 @@ def _fetch_registry(res: ResolvedModel, *, offline: bool, progress: bool) -> dic
     assert entry is not None
     out: dict[str, Path] = {}
     for rf in entry.files:
+        if rf.gated is not None:
+            from .gated import fetch_gated
+
+            out[rf.role] = fetch_gated(rf, entry, cache_dir() / res.cache_key, offline=offline, progress=progress)
+            continue
         local = rf.local_path()
         if local is not None:
             if not local.is_file():

@@ -61,6 +61,38 @@ def _upload_file(path: Path, role: str, name: str | None = None) -> UploadFile:
     return UploadFile(name=name or path.name, path=path, role=role, size=size, sha256=sha256, md5=md5, git_sha1=git_sha1)
 
 
+def restricted_licence(package: Path) -> str | None:
+    """The licence note of a package whose weights must not be redistributed (rdf
+    ``config.samzoo.redistributable: false``, as samzoo writes for e.g. CellSAM's gated weights)."""
+    import yaml
+
+    with zipfile.ZipFile(package) as zf:
+        names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] in ("rdf.yaml", "bioimageio.yaml")]
+        if not names:
+            return None
+        try:
+            rdf = yaml.safe_load(zf.read(names[0]))
+        except yaml.YAMLError:
+            return None
+    samzoo_config = ((rdf or {}).get("config") or {}).get("samzoo") or {}
+    if samzoo_config.get("redistributable") is False:
+        return str(samzoo_config.get("licence") or rdf.get("license") or "a licence that forbids redistribution")
+    return None
+
+
+def check_licences(packages: Sequence[Path], *, public: bool, confirmed: bool) -> None:
+    """Refuse to put weights with a no-redistribution licence on a public record unless the user
+    confirms (``--licence-allows-publishing``) that their licence permits it."""
+    if not public or confirmed:
+        return
+    for package in packages:
+        note = restricted_licence(package)
+        if note is not None:
+            raise PublishError(
+                f"{package.name} holds weights whose licence restricts redistribution ({note}); publishing "
+                "them to a public record needs --licence-allows-publishing (only if you have permission)")
+
+
 def check_inputs(packages: Sequence[str | os.PathLike], checkpoint: str | os.PathLike | None) -> list[Path]:
     """The package paths, after checking that each is a readable zip whose description is valid and
     whose files match their sha256 (``samzoo.packaging.integrity``), and that the checkpoint exists."""

@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--sandbox", action="store_true", help="Zenodo: use https://sandbox.zenodo.org")
     p.add_argument("--private", action="store_true", help="Hugging Face: create the repository as private")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; no network access")
+    p.add_argument("--licence-allows-publishing", action="store_true",
+                   help="confirm that the weights' licence lets you publish them publicly (needed for packages "
+                        "marked not redistributable, e.g. CellSAM's non-commercial weights)")
     p.set_defaults(func=run_publish)
 
     c = subparsers.add_parser("card", help="check and render model cards")
@@ -101,6 +104,7 @@ def run_publish(args: argparse.Namespace) -> int:
             new_version_of=args.new_version_of,
             sandbox=args.sandbox,
             dry_run=args.dry_run,
+            licence_allows_publishing=args.licence_allows_publishing,
         )
     else:
         if args.new_version_of or args.sandbox:
@@ -115,6 +119,7 @@ def run_publish(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             private=args.private,
             dry_run=args.dry_run,
+            licence_allows_publishing=args.licence_allows_publishing,
         )
     if isinstance(result, dict):
         print(json.dumps(result, indent=2, ensure_ascii=False))

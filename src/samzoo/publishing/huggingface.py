@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PublishError
-from ._files import UploadFile, check_inputs, collect_files, resolve_card, staging_dir
+from ._files import UploadFile, check_inputs, check_licences, collect_files, resolve_card, staging_dir
 from ._http import TRANSIENT_STATUS, RetryPolicy, Transient, is_transient_exception, redact, stderr_log, with_retries
 from .card import ModelCard, render_card
 
@@ -219,6 +219,7 @@ def publish_hf(
     checkpoint: str | os.PathLike | None = None,
     private: bool = False,
     dry_run: bool = False,
+    licence_allows_publishing: bool = False,
     endpoint: str | None = None,
     token: str | None = None,
     policy: RetryPolicy | None = None,
@@ -232,6 +233,7 @@ def publish_hf(
         raise PublishError(f"{repo_id!r} is not a Hugging Face repository id: use ORG/REPO (letters, digits, '-', '_', '.')")
     endpoint = (endpoint or hf_endpoint()).rstrip("/")
     package_paths = check_inputs(packages, checkpoint)
+    check_licences(package_paths, public=not private, confirmed=licence_allows_publishing)
     with staging_dir() as tmp:
         model_card, card_file = resolve_card(card, package_paths, Path(tmp))
         tag = model_card.tag

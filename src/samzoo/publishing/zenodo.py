@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PublishError
-from ._files import UploadFile, check_inputs, collect_files, resolve_card, staging_dir
+from ._files import UploadFile, check_inputs, check_licences, collect_files, resolve_card, staging_dir
 from ._http import JsonClient, Response, RetryPolicy, Transient, redact, stderr_log, with_retries
 from .card import ModelCard, is_valid_orcid, normalize_doi, render_card, spdx_license_ids
 from .state import PublishState
@@ -491,6 +491,7 @@ def publish_zenodo(
     new_version_of: str | None = None,
     sandbox: bool = False,
     dry_run: bool = False,
+    licence_allows_publishing: bool = False,
     base_url: str | None = None,
     token: str | None = None,
     policy: RetryPolicy | None = None,
@@ -503,6 +504,7 @@ def publish_zenodo(
     """
     base = (base_url or zenodo_base_url(sandbox)).rstrip("/")
     package_paths = check_inputs(packages, checkpoint)
+    check_licences(package_paths, public=True, confirmed=licence_allows_publishing)
     if new_version_of is not None:
         parse_record_id(new_version_of)  # fail early on a malformed DOI
     with staging_dir() as tmp:

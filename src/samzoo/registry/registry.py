@@ -21,6 +21,21 @@ A registry is a YAML file::
             size: 375042383                # bytes, optional
             microsam_name: vit_b_lm        # optional: the file's name in micro-sam's model cache
 
+Entries may also say ``family`` (the samzoo model family, default ``microsam``), ``licence`` (a
+note shown by ``samzoo info`` and carried into packages) and ``redistributable: false`` (weights
+that must not be mirrored or published; ``samzoo publish`` asks for confirmation). Files behind a
+personal-token portal are described by ``gated`` instead of a public download URL::
+
+          - role: checkpoint
+            url: https://users.example.org/api/getData/   # the portal API (POST)
+            hash: md5:<hex>                                # of the archive the API hands out
+            member: models_v1/model.pt                     # the file inside that archive
+            gated:
+              token_env: EXAMPLE_ACCESS_TOKEN              # read from the environment, never printed
+              header: X-Api-Key                            # HTTP header carrying the token
+              form: {s3_key: models/archive.tar.gz}        # form fields of the request
+              signup: https://users.example.org            # where users get a token
+
 ``hash`` is required for http(s) files. The shipped registry lives next to this module
 (``registry.yaml``); users add their own with ``--registry`` or ``SAMZOO_REGISTRY`` (paths or URLs,
 ``os.pathsep``-separated). Later registries override entries of earlier ones with the same ID.
@@ -45,15 +60,17 @@ from ..errors import ModelNotFoundError, OfflineError, RegistryError
 FORMAT_VERSION = 1
 ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
 #: architectures per model family (entries without ``family`` are μSAM models)
-FAMILY_ARCHITECTURES = {"microsam": ARCHITECTURES, "cellpose_sam": ("cpsam",)}
+FAMILY_ARCHITECTURES = {"microsam": ARCHITECTURES, "cellpose_sam": ("cpsam",), "cellsam": ("cellsam",)}
 MODALITIES = ("lm", "em", "histopathology", "medical", "natural")
 ROLES = ("checkpoint", "decoder", "package")
 HASH_ALGORITHMS = {"xxh128": 32, "sha256": 64, "md5": 32}
 ENV_REGISTRY = "SAMZOO_REGISTRY"
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_ENTRY_KEYS = {"id", "aliases", "family", "architecture", "modality", "files", "description", "citation", "model_card"}
-_FILE_KEYS = {"role", "url", "hash", "size", "microsam_name", "filename"}
+_ENTRY_KEYS = {"id", "aliases", "architecture", "modality", "files", "description", "citation", "model_card",
+               "family", "licence", "redistributable"}
+_FILE_KEYS = {"role", "url", "hash", "size", "microsam_name", "filename", "member", "gated"}
+_GATED_KEYS = {"token_env", "header", "form", "signup"}
 _DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 
 
@@ -72,6 +89,10 @@ class RegistryFile:
     size: int | None = None
     microsam_name: str | None = None
     filename: str | None = None
+    member: str | None = None
+    """For archives: the path of the wanted file inside the archive (extracted into the cache)."""
+    gated: Mapping[str, Any] | None = field(default=None, hash=False)
+    """Personal-token portal: token_env, header, form (dict), signup (see the module docstring)."""
 
     @property
     def is_remote(self) -> bool:
@@ -82,7 +103,7 @@ class RegistryFile:
         return local_path_of(self.url)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,8 @@ class RegistryEntry:
     description: str = ""
     citation: str | None = None
     model_card: str | None = None
+    licence: str | None = None
+    redistributable: bool = True
     source: str = field(default="", compare=False)  # the registry file or URL it came from
 
     def file(self, role: str) -> RegistryFile | None:
@@ -122,6 +145,8 @@ class RegistryEntry:
             "description": self.description,
             "citation": self.citation,
             "model_card": self.model_card,
+            "licence": self.licence,
+            "redistributable": self.redistributable,
             "files": [f.to_dict() for f in self.files],
             "registry": self.source,
         }
@@ -242,10 +267,36 @@ def _validate_file(raw: Any, entry_where: str, fpath: str, base: str, problems: 
         if value is not None and (not isinstance(value, str) or not _ID_RE.match(value)):
             problems.add(where_of(key), f"must be a plain file name, got {value!r}")
             ok = False
+    member = raw.get("member")
+    if member is not None and (not isinstance(member, str) or member.startswith("/") or ".." in member.split("/")
+                               or not member.strip()):
+        problems.add(where_of("member"), f"must be a relative path inside the archive, got {member!r}")
+        ok = False
+    gated = raw.get("gated")
+    if gated is not None:
+        if not isinstance(gated, Mapping):
+            problems.add(where_of("gated"), f"must be a mapping ({', '.join(sorted(_GATED_KEYS))})")
+            ok = False
+        else:
+            bad = sorted(set(map(str, gated)) - _GATED_KEYS)
+            missing = sorted({"token_env", "header"} - set(gated))
+            form = gated.get("form", {})
+            if bad or missing or not isinstance(form, Mapping) or not all(
+                    isinstance(gated.get(k), str) and gated.get(k) for k in ("token_env", "header")):
+                problems.add(where_of("gated"), f"needs token_env and header (text) and an optional form mapping; "
+                                                f"unknown: {bad or 'none'}, missing: {missing or 'none'}")
+                ok = False
+            if not url.startswith("https://") and not url.startswith("http://"):
+                problems.add(where_of("url"), "a gated file needs the portal's http(s) API URL")
+                ok = False
+            if hash_value is None:
+                problems.add(where_of("hash"), "is required for gated files")
+                ok = False
     if not ok:
         return None
     return RegistryFile(role=role, url=url, hash=hash_value, size=size,
-                        microsam_name=raw.get("microsam_name"), filename=raw.get("filename"))
+                        microsam_name=raw.get("microsam_name"), filename=raw.get("filename"), member=member,
+                        gated=dict(gated) if gated is not None else None)
 
 
 def _doi_problem(value: Any) -> str:
@@ -316,11 +367,18 @@ def _validate_entry(raw: Any, index: int, base: str, problems: _Problems,
                 problems.add(f"{where} field 'files'", f"role {role!r} appears {roles.count(role)} times")
         if files and not ({"checkpoint", "package"} & set(roles)):
             problems.add(f"{where} field 'files'", "needs a file with role 'checkpoint' or 'package'")
+    licence = raw.get("licence")
+    if licence is not None and (not isinstance(licence, str) or not licence.strip()):
+        problems.add(f"{where} field 'licence'", f"must be text, got {licence!r}")
+    redistributable = raw.get("redistributable", True)
+    if not isinstance(redistributable, bool):
+        problems.add(f"{where} field 'redistributable'", f"must be true or false, got {redistributable!r}")
     if len(problems.items) > n_before:
         return None
     return RegistryEntry(id=model_id, architecture=arch, modality=modality, files=tuple(files), family=family,
                          aliases=tuple(a.strip() for a in aliases), description=description.strip(),
-                         citation=citation, model_card=model_card)
+                         citation=citation, model_card=model_card,
+                         licence=licence.strip() if licence else None, redistributable=redistributable)
 
 
 def validate_registry(data: Any, source: str, *, base_dir: str | os.PathLike | None = None) -> list[RegistryEntry]:

@@ -1,0 +1,78 @@
+"""CellSAM training objectives: DETR set loss by hand, and a few real training steps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import samzoo  # noqa: F401
+from samzoo.families.cellsam import TINY
+from samzoo.families.cellsam.losses import detr_loss, generalized_box_iou, hungarian_match, sigmoid_focal_loss
+from samzoo.families.cellsam.model import CellSAMModel
+from samzoo.families.cellsam.training import TrainPreset, boxes_and_masks, train
+
+from conftest import disk_image, disk_labels
+
+
+def test_giou_and_focal_by_hand():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [4.0, 0.0, 5.0, 1.0]])
+    # IoU 1/7, hull 9 -> 1/7 - (9 - 7)/9; identical -> 1; disjoint: 0 - (10 - 5)/10
+    np.testing.assert_allclose(generalized_box_iou(a, b)[0].numpy(), [1 / 7 - 2 / 9, 1.0, -0.5], atol=1e-6)
+    logit, target = torch.tensor([0.0]), torch.tensor([1.0])
+    # p = 0.5: CE = log 2, (1 - p_t)^2 = 1/4, alpha 0.25
+    assert sigmoid_focal_loss(logit, target).item() == pytest.approx(0.25 * 0.25 * np.log(2), rel=1e-5)
+
+
+def test_hungarian_match_pairs_each_box_with_its_query():
+    gt = torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.7, 0.6, 0.2, 0.2]])
+    preds = torch.tensor([[0.71, 0.6, 0.2, 0.2], [0.5, 0.5, 0.3, 0.3], [0.2, 0.21, 0.1, 0.1]])
+    q, g = hungarian_match(torch.zeros(3, 2), preds, gt, torch.zeros(2, dtype=torch.long), _w())
+    assert dict(zip(g.tolist(), q.tolist())) == {0: 2, 1: 0}
+
+
+def _w():
+    from samzoo.families.cellsam.losses import DetrLossWeights
+
+    return DetrLossWeights()
+
+
+def test_detr_loss_is_zero_for_perfect_boxes_and_counts_layers():
+    gt = torch.tensor([[0.3, 0.3, 0.2, 0.2]])
+    logits = torch.full((2, 1, 4, 2), -20.0)
+    logits[:, 0, 1, 0] = 20.0
+    boxes = torch.full((2, 1, 4, 4), 0.5)
+    boxes[:, 0, 1] = gt[0]
+    out = detr_loss(logits, boxes, [{"boxes": gt, "labels": torch.zeros(1, dtype=torch.long)}])
+    assert out["bbox"].item() == pytest.approx(0, abs=1e-6) and out["giou"].item() == pytest.approx(0, abs=1e-6)
+    assert out["class"].item() < 1e-6
+    boxes[:, 0, 1, 0] += 0.1
+    out = detr_loss(logits, boxes, [{"boxes": gt, "labels": torch.zeros(1, dtype=torch.long)}])
+    assert out["bbox"].item() == pytest.approx(2 * 0.1, rel=1e-4)  # L1 0.1 in each of the 2 layers
+
+
+def test_boxes_and_masks_from_labels():
+    labels = disk_labels((60, 80), ((20, 30), (40, 60)), 5)
+    boxes, masks = boxes_and_masks(labels, 2.0)
+    assert boxes.tolist() == [[50, 30, 72, 52], [110, 70, 132, 92]]
+    assert masks.shape == (2, 60, 80) and masks[0].sum() == (labels == 1).sum()
+
+
+@pytest.mark.slow
+def test_a_few_training_steps_lower_both_losses():
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(4):
+        centers = [tuple(int(v) for v in rng.integers(15, 113, 2)) for _ in range(5)]
+        pairs.append((disk_image((128, 128), centers=centers, radius=9, seed=i).astype(np.float32),
+                      disk_labels((128, 128), centers, 9).astype(np.int64)))
+    torch.manual_seed(0)
+    model = CellSAMModel(replace(TINY, num_queries=20), with_model_cp=True)
+    preset = TrainPreset(config=model.config, steps=24, batch=2, crop=128, lr_head=1e-3, lr_sam=1e-3)
+    history = train(model, pairs, preset, progress=False)
+    for key in ("detector", "sam"):
+        first, last = np.mean(history[key][:6]), np.mean(history[key][-6:])
+        assert last < first, (key, first, last)
