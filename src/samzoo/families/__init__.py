@@ -25,6 +25,7 @@ from ..errors import CheckpointError, InputError
 # name -> module defining FAMILY. The order is the order of detection and of listings.
 FAMILY_MODULES: dict[str, str] = {
     "microsam": "samzoo.families.microsam",
+    "samcell": "samzoo.families.samcell",
 }
 
 
