@@ -207,3 +207,48 @@ def test_thresholds_travel_in_the_checkpoint(model, tmp_path):
     assert family_of(loaded).name == "samcell" and get_family("samcell").model_params(loaded) == tuned
     assert np.array_equal(samzoo.segment(image, loaded, progress=False), loose)
     assert detect_family(torch.load(path, weights_only=True)).name == "samcell"
+
+
+def test_registry_entries_and_trust_on_first_use(hf_model, tmp_path, monkeypatch):
+    """The shipped entries say why they have no hash; such a file served over HTTP downloads with a
+    warning naming its sha256, is recorded, reused offline, and loads as a SAMCell model."""
+    import hashlib
+    import io
+
+    import yaml
+    from _hub_servers import FileServer, hub_env, write_registry  # noqa: F401
+
+    from samzoo.hub import fetch_files
+    from samzoo.registry import load_registry
+
+    shipped = load_registry(None, offline=True)
+    for model_id in ("samcell-generalist", "samcell-cyto"):
+        entry = shipped.get(model_id)
+        assert entry.family == "samcell" and entry.licence.startswith("MIT")
+        checkpoint = entry.file("checkpoint")
+        assert checkpoint.hash is None and "no hash published" in checkpoint.unhashed
+        assert checkpoint.url.startswith("https://github.com/saahilsanganeriya/SAMCell/releases/download/v1/")
+    assert shipped.get("vit_b_lm").family == "microsam"
+
+    monkeypatch.setenv("SAMZOO_CACHE_DIR", str(tmp_path / "cache"))
+    buffer = io.BytesIO()
+    torch.save(hf_model.state_dict(), buffer)
+    data = buffer.getvalue()
+    server = FileServer().start()
+    try:
+        url = server.add("/v1/samcell-small.pt", data)
+        reg = write_registry(tmp_path / "reg.yaml", [{
+            "id": "samcell-small", "architecture": "vit_b", "modality": "lm", "family": "samcell",
+            "files": [{"role": "checkpoint", "url": url, "unhashed": "none published"}]}])
+        with pytest.warns(UserWarning, match="sha256:" + hashlib.sha256(data).hexdigest()):
+            files = fetch_files("samcell-small", registry=reg, progress=False)
+        assert fetch_files("samcell-small", registry=reg, offline=True) == files
+        assert server.hits("/v1/samcell-small.pt") == 1
+    finally:
+        server.stop()
+    assert family_of(samzoo.load_model(files["checkpoint"])).name == "samcell"
+    bad = yaml.safe_load(reg.read_text())
+    del bad["models"][0]["files"][0]["unhashed"]
+    write_registry(tmp_path / "bad.yaml", bad["models"])
+    with pytest.raises(Exception, match="unhashed"):
+        load_registry(str(tmp_path / "bad.yaml"), offline=True)

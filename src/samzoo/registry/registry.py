@@ -11,6 +11,8 @@ A registry is a YAML file::
         description: One line about the model.
         citation: 10.1038/s41592-024-02580-4   # a DOI, or null
         model_card: model_cards/vit_b_lm.md    # a path under model_cards/ (next to the registry), or null
+        family: microsam                   # optional, default microsam: a samzoo.families name
+        licence: MIT                       # optional: the weights' licence note
         files:
           - role: checkpoint               # checkpoint | decoder | package
             url: https://.../vit_b.pt      # http(s) URL, package://<python package>/<path>, or a
@@ -18,8 +20,11 @@ A registry is a YAML file::
             hash: xxh128:fe9252a29f3f4ea53c15a06de471e186   # xxh128:/sha256:/md5:<hex>
             size: 375042383                # bytes, optional
             microsam_name: vit_b_lm        # optional: the file's name in micro-sam's model cache
+            unhashed: no hash published    # instead of ``hash`` where the authors publish none
 
-``hash`` is required for http(s) files. The shipped registry lives next to this module
+``hash`` is required for http(s) files, unless ``unhashed`` says why there is none: such a file is
+trusted on first use (downloaded with a warning that prints its sha256, which samzoo records and
+reuses; pin it by adding ``hash``). The shipped registry lives next to this module
 (``registry.yaml``); users add their own with ``--registry`` or ``SAMZOO_REGISTRY`` (paths or URLs,
 ``os.pathsep``-separated). Later registries override entries of earlier ones with the same ID.
 """
@@ -48,8 +53,9 @@ HASH_ALGORITHMS = {"xxh128": 32, "sha256": 64, "md5": 32}
 ENV_REGISTRY = "SAMZOO_REGISTRY"
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_ENTRY_KEYS = {"id", "aliases", "architecture", "modality", "files", "description", "citation", "model_card"}
-_FILE_KEYS = {"role", "url", "hash", "size", "microsam_name", "filename"}
+_ENTRY_KEYS = {"id", "aliases", "architecture", "modality", "files", "description", "citation", "model_card",
+               "family", "licence"}
+_FILE_KEYS = {"role", "url", "hash", "size", "microsam_name", "filename", "unhashed"}
 _DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 
 
@@ -68,6 +74,9 @@ class RegistryFile:
     size: int | None = None
     microsam_name: str | None = None
     filename: str | None = None
+    # Why an http(s) file has no hash (e.g. "no hash published by the authors"): the file is then
+    # trusted on first use, its sha256 recorded at download and checked afterwards (with a warning).
+    unhashed: str | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -93,6 +102,8 @@ class RegistryEntry:
     description: str = ""
     citation: str | None = None
     model_card: str | None = None
+    family: str = "microsam"  # samzoo.families name: which code reads, runs and trains it
+    licence: str | None = None
     source: str = field(default="", compare=False)  # the registry file or URL it came from
 
     def file(self, role: str) -> RegistryFile | None:
@@ -116,6 +127,8 @@ class RegistryEntry:
             "description": self.description,
             "citation": self.citation,
             "model_card": self.model_card,
+            "family": self.family,
+            "licence": self.licence,
             "files": [f.to_dict() for f in self.files],
             "registry": self.source,
         }
@@ -224,8 +237,13 @@ def _validate_file(raw: Any, entry_where: str, fpath: str, base: str, problems: 
         except ValueError as e:
             problems.add(where_of("hash"), str(e))
             ok = False
-    elif url.startswith(("http://", "https://")):
-        problems.add(where_of("hash"), "is required for files downloaded over http(s) (xxh128:<hex> or sha256:<hex>)")
+    elif url.startswith(("http://", "https://")) and not raw.get("unhashed"):
+        problems.add(where_of("hash"), "is required for files downloaded over http(s) (xxh128:<hex> or sha256:<hex>), "
+                                       "or 'unhashed: <why>' where no hash is published")
+        ok = False
+    unhashed = raw.get("unhashed")
+    if unhashed is not None and (not isinstance(unhashed, str) or not unhashed.strip() or hash_value is not None):
+        problems.add(where_of("unhashed"), "must be a reason (text), on a file without a hash")
         ok = False
     size = raw.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
@@ -239,7 +257,8 @@ def _validate_file(raw: Any, entry_where: str, fpath: str, base: str, problems: 
     if not ok:
         return None
     return RegistryFile(role=role, url=url, hash=hash_value, size=size,
-                        microsam_name=raw.get("microsam_name"), filename=raw.get("filename"))
+                        microsam_name=raw.get("microsam_name"), filename=raw.get("filename"),
+                        unhashed=unhashed.strip() if isinstance(unhashed, str) else None)
 
 
 def _doi_problem(value: Any) -> str:
@@ -290,6 +309,14 @@ def _validate_entry(raw: Any, index: int, base: str, problems: _Problems,
                 or ".." in Path(model_card).parts):
             problems.add(f"{where} field 'model_card'",
                          f"must be a path under model_cards/ or null, got {model_card!r}")
+    family = raw.get("family", "microsam")
+    from ..families import family_names
+
+    if family not in family_names():
+        problems.add(f"{where} field 'family'", f"must be one of {', '.join(family_names())}, got {family!r}")
+    licence = raw.get("licence")
+    if licence is not None and not isinstance(licence, str):
+        problems.add(f"{where} field 'licence'", f"must be text, got {type(licence).__name__}")
     files_raw = raw.get("files")
     files: list[RegistryFile] = []
     if not isinstance(files_raw, list) or not files_raw:
@@ -309,7 +336,7 @@ def _validate_entry(raw: Any, index: int, base: str, problems: _Problems,
         return None
     return RegistryEntry(id=model_id, architecture=arch, modality=modality, files=tuple(files),
                          aliases=tuple(a.strip() for a in aliases), description=description.strip(),
-                         citation=citation, model_card=model_card)
+                         citation=citation, model_card=model_card, family=family, licence=licence)
 
 
 def validate_registry(data: Any, source: str, *, base_dir: str | os.PathLike | None = None) -> list[RegistryEntry]:
