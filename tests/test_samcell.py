@@ -252,3 +252,38 @@ def test_registry_entries_and_trust_on_first_use(hf_model, tmp_path, monkeypatch
     write_registry(tmp_path / "bad.yaml", bad["models"])
     with pytest.raises(Exception, match="unhashed"):
         load_registry(str(tmp_path / "bad.yaml"), offline=True)
+
+
+def test_tune_and_evaluate_cli(model, released_style_file, tmp_path, capsys):
+    """`samzoo tune` finds thresholds that reproduce reference labels, stores them in the SAMCell
+    checkpoint, and `samzoo evaluate` scores the tuned model (mSA 1) above the untuned one."""
+    import tifffile
+
+    from samzoo import cli
+    from samzoo.families.samcell.segment import distance_map
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    wanted = {}
+    for i in range(2):
+        image = textured_image((128, 128), 20 + i)
+        distance = distance_map(image, model)
+        wanted = {"peak_threshold": round(float(np.quantile(distance, 0.9)), 4),
+                  "fill_threshold": round(float(np.quantile(distance, 0.3)), 4)} if i == 0 else wanted
+        tifffile.imwrite(tmp_path / "images" / f"{i}.tif", image)
+        tifffile.imwrite(tmp_path / "labels" / f"{i}.tif", samzoo.segment(image, model, progress=False, params=wanted))
+    tuned = tmp_path / "tuned.pt"
+    grid = [f"peak_threshold=0.47,{wanted['peak_threshold']}", f"fill_threshold=0.09,{wanted['fill_threshold']}"]
+    assert cli.main(["tune", str(released_style_file), str(tmp_path / "images"), str(tmp_path / "labels"),
+                     "-o", str(tuned), "-q", "--grid", *grid]) == 0
+    assert "SAMCell: best mSA 1.0000" in capsys.readouterr().out
+    assert samzoo.load_model(tuned).params == wanted
+    assert cli.main(["evaluate", str(tuned), str(tmp_path / "images"), str(tmp_path / "labels"), "-q"]) == 0
+    tuned_out = capsys.readouterr().out
+    assert cli.main(["evaluate", str(released_style_file), str(tmp_path / "images"), str(tmp_path / "labels"),
+                     "-q"]) == 0
+    untuned_out = capsys.readouterr().out
+    assert "msa" in tuned_out.lower() and "1.000" in tuned_out and tuned_out != untuned_out
+    assert cli.main(["evaluate", str(tuned), str(tmp_path / "images"), str(tmp_path / "labels"),
+                     "--mode", "amg", "-q"]) == 2
+    assert "SAMCell models have no mode 'amg'" in capsys.readouterr().err

@@ -47,6 +47,19 @@ class FamilySpec:
     package(model, outdir, **options) -> {kind: zip path}: BioImage.IO packages of this family.
     segment_from_prompts(image, model, *, points, point_labels, boxes, ...) -> uint32 labels, one
         object per prompt; None for families without prompts.
+
+    Optional, added later (defaults keep older families valid):
+    modes: the automatic-segmentation modes ``segment`` takes as ``mode=`` (first = default); empty
+        for families with one way to segment (``samzoo evaluate --mode`` is then not passed on).
+    predict(image, model, *, progress) -> array: the network's output for one 2D image, and
+        postprocess(output, params) -> uint32 labels, with ``params`` a ``params`` instance; together
+        they equal ``segment``. Tuning runs the network once per image and post-processes many times.
+    set_params(model, params: dict): store tuned parameters in the model (they travel in its
+        checkpoint and become the defaults of ``segment``).
+    save(model, path) -> path: write the model as this family's samzoo checkpoint.
+    tune(model, images, labels, grid, *, progress, **options) -> list of GridSearchResult: a
+        family's own search (μSAM: AIS on cached decoder outputs, AMG); None: the shared search on
+        ``predict`` / ``postprocess`` over ``param_grid``.
     """
 
     name: str
@@ -62,6 +75,12 @@ class FamilySpec:
     model_params: Callable[[Any], Mapping[str, Any]]
     package: Callable[..., Mapping[str, Path]] | None = None
     segment_from_prompts: Callable[..., Any] | None = None
+    modes: tuple[str, ...] = ()
+    predict: Callable[..., Any] | None = None
+    postprocess: Callable[..., Any] | None = None
+    set_params: Callable[[Any, Mapping[str, Any]], None] | None = None
+    save: Callable[[Any, Any], Path] | None = None
+    tune: Callable[..., Any] | None = None
 
 
 def family_names() -> tuple[str, ...]:

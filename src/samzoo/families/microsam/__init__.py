@@ -51,6 +51,23 @@ def _package(model, outdir, **options):
     return package_model(model, outdir, **options)
 
 
+def _set_params(model, params: Mapping[str, Any]) -> None:
+    model.ais_params = dict(params)
+    model.metadata["ais_params"] = dict(params)
+
+
+def _save(model, path):
+    from .checkpoint import save_checkpoint
+
+    return save_checkpoint(model, path)
+
+
+def _tune(model, images, labels, grid=None, **options):
+    from .tuning import tune
+
+    return tune(model, images, labels, grid, **options)
+
+
 def _model_params(model) -> Mapping[str, Any]:
     return dict(model.ais_params or {})
 
@@ -81,4 +98,8 @@ FAMILY = FamilySpec(
     model_params=_model_params,
     package=_package,
     segment_from_prompts=_segment_from_prompts,
+    modes=("ais", "amg"),
+    set_params=_set_params,
+    save=_save,
+    tune=_tune,
 )

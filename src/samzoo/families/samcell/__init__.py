@@ -32,8 +32,30 @@ def _segment(image, model, **options):
     return segment_image(image, model, **options)
 
 
+def _predict(image, model: SamcellModel, *, progress: bool = False):
+    from .segment import distance_map
+
+    return distance_map(image, model, progress=progress)
+
+
+def _postprocess(distance, params: SamcellParams):
+    from .postprocess import labels_from_distance_map
+
+    return labels_from_distance_map(distance, params)
+
+
 def _model_params(model: SamcellModel) -> Mapping[str, Any]:
     return dict(model.params)
+
+
+def _set_params(model: SamcellModel, params: Mapping[str, Any]) -> None:
+    model.params = SamcellParams(**params).to_dict()
+
+
+def _save(model: SamcellModel, path):
+    from .checkpoint import save_checkpoint
+
+    return save_checkpoint(model, path)
 
 
 FAMILY = FamilySpec(
@@ -49,4 +71,8 @@ FAMILY = FamilySpec(
     params=SamcellParams,
     param_grid=PARAM_GRID,
     model_params=_model_params,
+    predict=_predict,
+    postprocess=_postprocess,
+    set_params=_set_params,
+    save=_save,
 )

@@ -37,6 +37,9 @@ class SamcellParams:
             raise InputError(f"SAMCell fill_threshold ({self.fill_threshold}) must not exceed "
                              f"peak_threshold ({self.peak_threshold})")
 
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in dataclasses.asdict(self).items()}
+
     def replace(self, **changes: Any) -> "SamcellParams":
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
