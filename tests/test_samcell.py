@@ -287,3 +287,20 @@ def test_tune_and_evaluate_cli(model, released_style_file, tmp_path, capsys):
     assert cli.main(["evaluate", str(tuned), str(tmp_path / "images"), str(tmp_path / "labels"),
                      "--mode", "amg", "-q"]) == 2
     assert "SAMCell models have no mode 'amg'" in capsys.readouterr().err
+
+
+def test_segment_cli(released_style_file, tmp_path, capsys):
+    import tifffile
+
+    from samzoo import cli
+
+    image = textured_image((100, 140), 9)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    assert cli.main(["segment", str(tmp_path / "in.tif"), "--model", str(released_style_file), "-o",
+                     str(tmp_path / "out.tif"), "-q", "--param", "peak_threshold=0.5", "fill_threshold=0.3"]) == 0
+    model = samzoo.load_model(released_style_file)
+    expected = samzoo.segment(image, model, progress=False, params={"peak_threshold": 0.5, "fill_threshold": 0.3})
+    assert np.array_equal(tifffile.imread(tmp_path / "out.tif"), expected)
+    assert cli.main(["segment", str(tmp_path / "in.tif"), "--model", str(released_style_file), "-o",
+                     str(tmp_path / "out.tif"), "--mode", "amg"]) == 2
+    assert "SAMCell models have no modes" in capsys.readouterr().err

@@ -76,9 +76,11 @@ def distance_map(image: np.ndarray, model: SamcellModel, *, progress: bool = Fal
 def segment_image(image: np.ndarray, model: SamcellModel, *,
                   params: "SamcellParams | dict[str, Any] | None" = None,
                   tile_shape: int | Sequence[int] | None = None, halo: int | Sequence[int] | None = None,
-                  progress: bool = True, **options: Any) -> np.ndarray:
+                  progress: bool = True, embedding_cache: Any = None, **options: Any) -> np.ndarray:
     """One 2D image -> uint32 labels. SAMCell tiles by its own rule (256 px crops, 32 px overlap),
-    so ``tile_shape`` / ``halo`` are refused rather than silently ignored."""
+    so ``tile_shape`` / ``halo`` are refused rather than silently ignored. ``embedding_cache`` (the
+    CLI passes it for every family) has nothing to cache here: the encoder runs on per-crop
+    enhanced inputs that no other call reuses."""
     if options:
         raise InputError(f"SAMCell segmentation takes no option(s) {', '.join(sorted(options))}")
     if tile_shape is not None or halo is not None:
