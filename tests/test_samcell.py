@@ -304,3 +304,52 @@ def test_segment_cli(released_style_file, tmp_path, capsys):
     assert cli.main(["segment", str(tmp_path / "in.tif"), "--model", str(released_style_file), "-o",
                      str(tmp_path / "out.tif"), "--mode", "amg"]) == 2
     assert "SAMCell models have no modes" in capsys.readouterr().err
+
+
+def test_distance_target_is_per_cell_normalised():
+    from samzoo.families.samcell.training import distance_target
+
+    labels = np.zeros((40, 60), np.uint16)
+    labels[5:25, 5:25] = 1
+    labels[5:25, 25:55] = 2  # touches cell 1: each cell has its own border
+    labels[30:33, 40:43] = 7
+    target = distance_target(labels)
+    assert target[labels == 0].max() == 0
+    for index in (1, 2, 7):
+        assert target[labels == index].max() == pytest.approx(1.0)
+        assert 0 < target[labels == index].min() <= 0.5
+    assert target[15, 24] < 0.2 and target[15, 25] < 0.2  # the shared border is low on both sides
+
+
+def test_train_cli_samcell_config(released_style_file, tmp_path, capsys):
+    """`samzoo train` with a SAMCell config (family inferred from init_checkpoint's layout): the
+    objective runs, validation loss is recorded, best.pt is a SAMCell checkpoint."""
+    import json
+
+    import tifffile
+    import yaml
+
+    from samzoo import cli
+    from conftest import disk_image, disk_labels
+
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            (tmp_path / split / sub).mkdir(parents=True)
+        for i in range(2):
+            centers = ((30 + 10 * i, 40), (80, 90 - 10 * i))
+            tifffile.imwrite(tmp_path / split / "images" / f"{i}.tif",
+                             disk_image((120, 130), centers, 14, seed=i + (split == "val") * 10))
+            tifffile.imwrite(tmp_path / split / "labels" / f"{i}.tif", disk_labels((120, 130), centers, 14))
+    config = {"init_checkpoint": str(released_style_file), "iterations": 3, "warmup": 1, "val_crops": 2,
+              "out_dir": str(tmp_path / "run"), "freeze_encoder": True,
+              **{f"{s}_{k}": str(tmp_path / s / k) for s in ("train", "val") for k in ("images", "labels")}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["train", str(tmp_path / "cfg.yaml")]) == 0
+    assert "SAMCell training" in capsys.readouterr().out
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["train_loss"]) == 3 and len(history["val_loss"]) >= 2
+    assert family_of(samzoo.load_model(tmp_path / "run" / "best.pt")).name == "samcell"
+    config["colour"] = 1
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["train", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown SAMCell training setting(s) colour" in capsys.readouterr().err

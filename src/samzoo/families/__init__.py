@@ -60,6 +60,9 @@ class FamilySpec:
     tune(model, images, labels, grid, *, progress, **options) -> list of GridSearchResult: a
         family's own search (μSAM: AIS on cached decoder outputs, AMG); None: the shared search on
         ``predict`` / ``postprocess`` over ``param_grid``.
+    train(settings: dict, *, progress) -> history: ``samzoo train`` for this family (settings = the
+        YAML config or ``{"preset": name}`` with CLI overrides); ``train_presets`` the preset names
+        it owns. None: the μSAM trainer in ``samzoo.training``.
     """
 
     name: str
@@ -81,6 +84,8 @@ class FamilySpec:
     set_params: Callable[[Any, Mapping[str, Any]], None] | None = None
     save: Callable[[Any, Any], Path] | None = None
     tune: Callable[..., Any] | None = None
+    train: Callable[..., Any] | None = None
+    train_presets: tuple[str, ...] = ()
 
 
 def family_names() -> tuple[str, ...]:

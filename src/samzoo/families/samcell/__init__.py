@@ -52,6 +52,12 @@ def _set_params(model: SamcellModel, params: Mapping[str, Any]) -> None:
     model.params = SamcellParams(**params).to_dict()
 
 
+def _train(settings: Mapping[str, Any], *, progress: bool = True):
+    from .training import config_from, train
+
+    return train(config_from(dict(settings)), progress=progress)
+
+
 def _save(model: SamcellModel, path):
     from .checkpoint import save_checkpoint
 
@@ -75,4 +81,6 @@ FAMILY = FamilySpec(
     postprocess=_postprocess,
     set_params=_set_params,
     save=_save,
+    train=_train,
+    train_presets=("samcell-finetune", "samcell-tiny-cpu"),
 )
