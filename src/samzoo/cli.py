@@ -145,7 +145,7 @@ def _add_segment(subparsers) -> None:
                         "store for a blockwise run")
     p.add_argument("--model", default=None,
                    help="model ID, checkpoint or BioImage.IO package (default: the shipped default model)")
-    p.add_argument("--mode", choices=("ais", "amg"), default=None, help="automatic mode (default: ais)")
+    p.add_argument("--mode", choices=("ais", "amg"), default=None, help="automatic mode of μSAM models (default: ais); other families have one way to segment")
     p.add_argument("--overlay", default=None, metavar="PNG", help="also write an overlay picture (.png)")
     p.add_argument("--tile-shape", default=None, metavar="N|H,W",
                    help="tile the image (default: automatic for images larger than 1.5x the model input)")
@@ -198,36 +198,31 @@ def _run_segment(args: argparse.Namespace) -> int:
             raise InputError("--param does not apply with --points/--boxes")
         if args.volume:
             raise InputError("--points/--boxes work on 2D images, not with --volume")
-    mode = args.mode or "ais"
-    ais_params = amg_params = None
-    if params and not interactive:
-        if mode == "ais":
-            from .families.microsam.ais import AisParams
-
-            AisParams().replace(**params)  # fail on unknown keys before loading anything
-            ais_params = params
-        else:
-            from .families.microsam.amg import AmgParams
-
-            AmgParams().replace(**params)
-            amg_params = params
-
     if scale:
-        options = {"mode": mode, "ais_params": ais_params} if mode == "ais" else {"mode": mode, "amg_params": amg_params}
+        options: dict[str, Any] = {"params": params or None}
+        if args.mode is not None:
+            options["mode"] = args.mode
         return segment_runs.run(args, options=options, tile_shape=tile_shape, halo=halo)
     image = read_image(args.input)
+    from .families import family_of
     from .segmentation.api import resolve_model, segment, segment_from_prompts
 
     model = resolve_model(args.model).to(segment_runs.resolve_device(args.device))
+    family = family_of(model)
     cache = not args.no_embedding_cache
     progress = not args.quiet
+    options = {}
+    if not interactive and args.mode is not None:
+        if args.mode not in family.modes:
+            raise InputError(f"--mode {args.mode}: {family.title} models have "
+                             + (f"the modes {', '.join(family.modes)}" if family.modes else "no modes"))
+        options["mode"] = args.mode
     if interactive:
         labels = segment_from_prompts(image, model, points=points, point_labels=point_labels, boxes=boxes,
                                       tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress)
     else:
-        labels = segment(image, model, mode=mode, ais_params=ais_params, amg_params=amg_params,
-                         tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress,
-                         is_volume=True if args.volume else None)
+        labels = segment(image, model, params=params or None, tile_shape=tile_shape, halo=halo,
+                         embedding_cache=cache, progress=progress, is_volume=True if args.volume else None, **options)
     write_labels(output, labels)
     import numpy as np
 

@@ -52,7 +52,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("model", metavar="MODEL", help="model ID, checkpoint or BioImage.IO package")
     p.add_argument("images", metavar="IMAGES", help="image folder, glob pattern or file")
     p.add_argument("labels", metavar="LABELS", help="label-image folder, glob pattern or file (0 = background)")
-    p.add_argument("--mode", choices=("ais", "amg", "interactive"), default="ais", help="default: ais")
+    p.add_argument("--mode", choices=("auto", "ais", "amg", "interactive"), default="auto",
+                   help="auto (default): the model family's automatic segmentation (μSAM: ais); ais/amg: μSAM's modes")
     p.add_argument("--csv", default=None, metavar="OUT.csv",
                    help="also write the table (interactive: one row per image and iteration)")
     p.add_argument("--param", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
@@ -109,15 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     csv_path = _check_csv(args.csv)
     params = _parse_params(args.param)
-    if args.mode == "ais" and params:
-        from ..families.microsam.ais import AisParams
-
-        AisParams().replace(**params)  # unknown keys fail before anything is loaded
-    elif args.mode == "amg" and params:
-        from ..families.microsam.amg import AmgParams
-
-        AmgParams().replace(**params)
-    elif args.mode == "interactive":
+    if args.mode == "interactive":
         params = _interactive_params(params)
     if args.iterations < 0:
         raise InputError(f"--iterations must be >= 0, got {args.iterations}")
@@ -133,41 +126,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..families.microsam.checkpoint import save_checkpoint
+    from ..families import family_of
     from ..segmentation.api import resolve_model
     from .evaluate import _read_pair, resolve_pairs
-    from .grid_search import DEFAULT_AIS_GRID, ais_grid_search, amg_grid_search, store_result
+    from .family_search import family_grid_search
 
     output = Path(args.output)
     if output.suffix.lower() != ".pt":
         raise InputError(f"--output must end with .pt: {args.output}")
     csv_path = _check_csv(args.csv)
     grid = _parse_grid(args.grid)
-    ais_grid = {k: v for k, v in grid.items() if k in DEFAULT_AIS_GRID}
-    amg_grid = {k: v for k, v in grid.items() if k not in DEFAULT_AIS_GRID}
-    if amg_grid and not args.amg:
-        raise InputError(f"--grid {', '.join(amg_grid)}: not an AIS parameter (AMG needs --amg)")
     pairs = resolve_pairs(args.images, args.labels)
     data = [_read_pair(i, l) for i, l in pairs]
     model = resolve_model(args.model)
+    family = family_of(model)
+    if family.save is None:
+        raise InputError(f"{family.title} models cannot be saved as checkpoints, so not tuned")
     images, labels = [d[0] for d in data], [d[1] for d in data]
     progress = not args.quiet
-    if model.has_ais_decoder:
-        result = ais_grid_search(model, images, labels, ais_grid, progress=progress)
-        store_result(model, result)
-        print(f"AIS: best mSA {result.best_msa:.4f} (SA50 {result.best_sa50:.4f}) of {len(result.table)} "
+    if family.tune is not None:
+        results = family.tune(model, images, labels, grid, progress=progress, amg=args.amg)
+    else:
+        if args.amg:
+            raise InputError(f"--amg applies to μSAM models; this is a {family.title} model")
+        results = [family_grid_search(model, images, labels, grid, progress=progress)]
+        family.set_params(model, results[0].best.to_dict())
+    for result in results:
+        label = result.mode.upper() if result.mode in ("ais", "amg") else family.title
+        print(f"{label}: best mSA {result.best_msa:.4f} (SA50 {result.best_sa50:.4f}) of {len(result.table)} "
               f"combinations on {len(images)} images in {result.seconds:.1f} s")
         print("  " + ", ".join(f"{k}={v:g}" for k, v in result.best.to_dict().items()))
-        if csv_path is not None:
-            result.to_csv(csv_path)
-            print(f"wrote {csv_path}")
-    elif not args.amg:
-        raise InputError(f"model {model.config.name!r} has no AIS decoder; pass --amg to tune AMG")
-    if args.amg:
-        result = amg_grid_search(model, images, labels, amg_grid, progress=progress)
-        store_result(model, result)
-        print(f"AMG: best mSA {result.best_msa:.4f} with pred_iou_thresh={result.best.pred_iou_thresh:g}, "
-              f"stability_score_thresh={result.best.stability_score_thresh:g}")
-    save_checkpoint(model, output)
+    if csv_path is not None:
+        results[0].to_csv(csv_path)
+        print(f"wrote {csv_path}")
+    family.save(model, output)
     print(f"wrote {output}")
     return 0

@@ -27,13 +27,13 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, read_image
-from ..families.microsam.model import SamzooModel
+from ..families import family_of
 from .interactive import DEFAULT_ITERATIONS, interactive_evaluation
 from .metrics import _as_labels, dice, mean_segmentation_accuracy
 
 __all__ = ["EVAL_MODES", "EvaluationResult", "evaluate", "format_table", "resolve_pairs", "score", "write_csv"]
 
-EVAL_MODES = ("ais", "amg", "interactive")
+EVAL_MODES = ("auto", "ais", "amg", "interactive")
 _GLOB_CHARS = set("*?[")
 
 
@@ -164,11 +164,11 @@ def _mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate(
-    model: "SamzooModel | str | os.PathLike | None",
+    model: "Any | str | os.PathLike | None",
     images: Sequence[np.ndarray | str | os.PathLike],
     labels: Sequence[np.ndarray | str | os.PathLike],
     *,
-    mode: str = "ais",
+    mode: str = "auto",
     params: dict[str, Any] | None = None,
     start: str = "box",
     n_iterations: int = DEFAULT_ITERATIONS,
@@ -177,7 +177,10 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate ``model`` on image / label pairs (arrays or file paths).
 
-    ``params``: AIS or AMG parameter overrides (``mode`` ``ais``/``amg``); for ``interactive``
+    ``mode``: ``auto`` is the family's default automatic segmentation (μSAM: AIS); ``ais`` / ``amg``
+    choose μSAM's modes (families list theirs in ``FamilySpec.modes``); ``interactive`` runs the
+    prompt protocol for families with prompts.
+    ``params``: post-processing parameter overrides (μSAM: AIS or AMG; SAMCell: thresholds); for ``interactive``
     the keys of :func:`interactive_evaluation` (e.g. ``batch_size``, ``min_object_size``,
     ``use_mask_prompt``). ``start`` and ``n_iterations`` configure the interactive protocol.
     """
@@ -195,6 +198,15 @@ def evaluate(
                  for i, im in enumerate(images)]
     model = resolve_model(model)
     params = dict(params or {})
+    family = family_of(model)
+    if mode == "interactive" and family.segment_from_prompts is None:
+        raise InputError(f"{family.title} models take no prompts: interactive evaluation does not apply")
+    if mode not in ("auto", "interactive") and mode not in family.modes:
+        raise InputError(f"{family.title} models have no mode {mode!r}"
+                         + (f" (modes: {', '.join(family.modes)})" if family.modes else " (use mode 'auto')"))
+    if mode == "auto" and family.modes:
+        mode = family.modes[0]
+    options = {"mode": mode} if family.modes else {}
 
     rows, iterations = [], []
     for name, image, label in tqdm(list(zip(names, images, labels)), desc="evaluate", disable=not progress):
@@ -220,8 +232,7 @@ def evaluate(
             for it in result.iterations:
                 iterations.append({"image": name, "start": start, **it.to_dict()})
         else:
-            key = "ais_params" if mode == "ais" else "amg_params"
-            pred = segment(image, model, mode=mode, progress=False, **{key: params or None})
+            pred = segment(image, model, progress=False, params=params or None, **options)
             if pred.shape != label.shape:
                 raise InputError(f"{name}: prediction shape {pred.shape} differs from the label image's "
                                  f"{label.shape} (a 3D image? evaluation takes 2D images)")

@@ -27,6 +27,7 @@ FAMILY_MODULES: dict[str, str] = {
     "microsam": "samzoo.families.microsam",
     "cellpose_sam": "samzoo.families.cellpose_sam",
     "cellsam": "samzoo.families.cellsam",
+    "samcell": "samzoo.families.samcell",
 }
 
 
@@ -52,6 +53,22 @@ class FamilySpec:
         ``samzoo.segmentation.blockwise.BlockModel`` (per-pixel maps of blocks, seeded-watershed
         inputs from maps): blockwise / distributed segmentation of large arrays and GPU-batched
         folders; None for families that do not support them yet.
+
+    Optional, added later (defaults keep older families valid):
+    modes: the automatic-segmentation modes ``segment`` takes as ``mode=`` (first = default); empty
+        for families with one way to segment (``samzoo evaluate --mode`` is then not passed on).
+    predict(image, model, *, progress) -> array: the network's output for one 2D image, and
+        postprocess(output, params) -> uint32 labels, with ``params`` a ``params`` instance; together
+        they equal ``segment``. Tuning runs the network once per image and post-processes many times.
+    set_params(model, params: dict): store tuned parameters in the model (they travel in its
+        checkpoint and become the defaults of ``segment``).
+    save(model, path) -> path: write the model as this family's samzoo checkpoint.
+    tune(model, images, labels, grid, *, progress, **options) -> list of GridSearchResult: a
+        family's own search (μSAM: AIS on cached decoder outputs, AMG); None: the shared search on
+        ``predict`` / ``postprocess`` over ``param_grid``.
+    train(settings: dict, *, progress) -> history: ``samzoo train`` for this family (settings = the
+        YAML config or ``{"preset": name}`` with CLI overrides); ``train_presets`` the preset names
+        it owns. None: the μSAM trainer in ``samzoo.training``.
     """
 
     name: str
@@ -68,6 +85,14 @@ class FamilySpec:
     package: Callable[..., Mapping[str, Path]] | None = None
     segment_from_prompts: Callable[..., Any] | None = None
     block_model: Callable[..., Any] | None = None
+    modes: tuple[str, ...] = ()
+    predict: Callable[..., Any] | None = None
+    postprocess: Callable[..., Any] | None = None
+    set_params: Callable[[Any, Mapping[str, Any]], None] | None = None
+    save: Callable[[Any, Any], Path] | None = None
+    tune: Callable[..., Any] | None = None
+    train: Callable[..., Any] | None = None
+    train_presets: tuple[str, ...] = ()
 
 
 def family_names() -> tuple[str, ...]:

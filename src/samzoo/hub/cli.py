@@ -82,12 +82,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=1))
         return 0
-    rows = [("ID", "ARCH", "MODALITY", "ALIASES", "DESCRIPTION")]
+    rows = [("ID", "FAMILY", "ARCH", "MODALITY", "ALIASES", "DESCRIPTION")]
     for e in entries:
-        rows.append((e.id, e.architecture, e.modality, ",".join(e.aliases) or "-", e.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((e.id, e.family, e.architecture, e.modality, ",".join(e.aliases) or "-", e.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+        print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
     return 0
 
 
@@ -114,6 +114,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             line += f" -> {f['member']}"
         if f.get("hash"):
             line += f"  ({f['hash']})"
+        elif f.get("unhashed"):
+            line += f"  (no hash: {f['unhashed']})"
         print(f"{'file:':14}{line}")
         if f.get("gated"):
             gated = f["gated"]

@@ -13,6 +13,8 @@ A registry is a YAML file::
         description: One line about the model.
         citation: 10.1038/s41592-024-02580-4   # a DOI, or null
         model_card: model_cards/vit_b_lm.md    # a path under model_cards/ (next to the registry), or null
+        family: microsam                   # optional, default microsam: a samzoo.families name
+        licence: MIT                       # optional: the weights' licence note
         files:
           - role: checkpoint               # checkpoint | decoder | package
             url: https://.../vit_b.pt      # http(s) URL, package://<python package>/<path>, or a
@@ -20,6 +22,7 @@ A registry is a YAML file::
             hash: xxh128:fe9252a29f3f4ea53c15a06de471e186   # xxh128:/sha256:/md5:<hex>
             size: 375042383                # bytes, optional
             microsam_name: vit_b_lm        # optional: the file's name in micro-sam's model cache
+            unhashed: no hash published    # instead of ``hash`` where the authors publish none
 
 Entries may also say ``family`` (the samzoo model family, default ``microsam``), ``licence`` (a
 note shown by ``samzoo info`` and carried into packages) and ``redistributable: false`` (weights
@@ -36,7 +39,9 @@ personal-token portal are described by ``gated`` instead of a public download UR
               form: {s3_key: models/archive.tar.gz}        # form fields of the request
               signup: https://users.example.org            # where users get a token
 
-``hash`` is required for http(s) files. The shipped registry lives next to this module
+``hash`` is required for http(s) files, unless ``unhashed`` says why there is none: such a file is
+trusted on first use (downloaded with a warning that prints its sha256, which samzoo records and
+reuses; pin it by adding ``hash``). The shipped registry lives next to this module
 (``registry.yaml``); users add their own with ``--registry`` or ``SAMZOO_REGISTRY`` (paths or URLs,
 ``os.pathsep``-separated). Later registries override entries of earlier ones with the same ID.
 """
@@ -60,7 +65,8 @@ from ..errors import ModelNotFoundError, OfflineError, RegistryError
 FORMAT_VERSION = 1
 ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
 #: architectures per model family (entries without ``family`` are μSAM models)
-FAMILY_ARCHITECTURES = {"microsam": ARCHITECTURES, "cellpose_sam": ("cpsam",), "cellsam": ("cellsam",)}
+FAMILY_ARCHITECTURES = {"microsam": ARCHITECTURES, "cellpose_sam": ("cpsam",), "cellsam": ("cellsam",),
+                        "samcell": ("vit_b",)}
 MODALITIES = ("lm", "em", "histopathology", "medical", "natural")
 ROLES = ("checkpoint", "decoder", "package")
 HASH_ALGORITHMS = {"xxh128": 32, "sha256": 64, "md5": 32}
@@ -69,7 +75,7 @@ ENV_REGISTRY = "SAMZOO_REGISTRY"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENTRY_KEYS = {"id", "aliases", "architecture", "modality", "files", "description", "citation", "model_card",
                "family", "licence", "redistributable"}
-_FILE_KEYS = {"role", "url", "hash", "size", "microsam_name", "filename", "member", "gated"}
+_FILE_KEYS = {"role", "url", "hash", "size", "microsam_name", "filename", "member", "gated", "unhashed"}
 _GATED_KEYS = {"token_env", "header", "form", "signup"}
 _DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 
@@ -93,6 +99,9 @@ class RegistryFile:
     """For archives: the path of the wanted file inside the archive (extracted into the cache)."""
     gated: Mapping[str, Any] | None = field(default=None, hash=False)
     """Personal-token portal: token_env, header, form (dict), signup (see the module docstring)."""
+    # Why an http(s) file has no hash (e.g. "no hash published by the authors"): the file is then
+    # trusted on first use, its sha256 recorded at download and checked afterwards (with a warning).
+    unhashed: str | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -255,8 +264,13 @@ def _validate_file(raw: Any, entry_where: str, fpath: str, base: str, problems: 
         except ValueError as e:
             problems.add(where_of("hash"), str(e))
             ok = False
-    elif url.startswith(("http://", "https://")):
-        problems.add(where_of("hash"), "is required for files downloaded over http(s) (xxh128:<hex> or sha256:<hex>)")
+    elif url.startswith(("http://", "https://")) and not raw.get("unhashed"):
+        problems.add(where_of("hash"), "is required for files downloaded over http(s) (xxh128:<hex> or sha256:<hex>), "
+                                       "or 'unhashed: <why>' where no hash is published")
+        ok = False
+    unhashed = raw.get("unhashed")
+    if unhashed is not None and (not isinstance(unhashed, str) or not unhashed.strip() or hash_value is not None):
+        problems.add(where_of("unhashed"), "must be a reason (text), on a file without a hash")
         ok = False
     size = raw.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
@@ -296,7 +310,8 @@ def _validate_file(raw: Any, entry_where: str, fpath: str, base: str, problems: 
         return None
     return RegistryFile(role=role, url=url, hash=hash_value, size=size,
                         microsam_name=raw.get("microsam_name"), filename=raw.get("filename"), member=member,
-                        gated=dict(gated) if gated is not None else None)
+                        gated=dict(gated) if gated is not None else None,
+                        unhashed=unhashed.strip() if isinstance(unhashed, str) else None)
 
 
 def _doi_problem(value: Any) -> str:

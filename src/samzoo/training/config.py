@@ -105,7 +105,8 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def load_config(path: str | Path) -> TrainConfig:
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """A training config YAML as a plain mapping (any family's settings)."""
     import yaml
 
     path = Path(path)
@@ -114,6 +115,15 @@ def load_config(path: str | Path) -> TrainConfig:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: a training config must be a YAML mapping")
+    return data
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A μSAM training config (``family: microsam`` may be stated)."""
+    data = read_config_data(path)
+    if data.get("family", "microsam") != "microsam":
+        raise InputError(f"{path}: a {data['family']} config, not a μSAM one")
+    data.pop("family", None)
     return TrainConfig.from_dict(data)
 
 

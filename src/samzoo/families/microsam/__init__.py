@@ -57,6 +57,23 @@ def _package(model, outdir, **options):
     return package_model(model, outdir, **options)
 
 
+def _set_params(model, params: Mapping[str, Any]) -> None:
+    model.ais_params = dict(params)
+    model.metadata["ais_params"] = dict(params)
+
+
+def _save(model, path):
+    from .checkpoint import save_checkpoint
+
+    return save_checkpoint(model, path)
+
+
+def _tune(model, images, labels, grid=None, **options):
+    from .tuning import tune
+
+    return tune(model, images, labels, grid, **options)
+
+
 def _model_params(model) -> Mapping[str, Any]:
     return dict(model.ais_params or {})
 
@@ -88,4 +105,8 @@ FAMILY = FamilySpec(
     package=_package,
     segment_from_prompts=_segment_from_prompts,
     block_model=_block_model,
+    modes=("ais", "amg"),
+    set_params=_set_params,
+    save=_save,
+    tune=_tune,
 )
