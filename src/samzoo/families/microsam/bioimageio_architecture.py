@@ -18,9 +18,8 @@ file loads with a plain strict ``load_state_dict``):
   resolution for large images, and the seeded watershed (a priority flood written here with
   ``heapq``, because scikit-image is not available on every consumer).
 * The package entry points: :class:`AisInstanceSegmentation` (image -> labels),
-  :class:`AisNetwork` (0..255 image -> decoder maps), :class:`InteractiveSegmentation`
-  (image + prompts -> masks) and :class:`AisBlockNetwork` (one encoder input -> maps, the part
-  exported to TorchScript / ONNX).
+  :class:`AisNetwork` (one 0..255 block of the model's input size -> decoder maps; also exported
+  to TorchScript / ONNX) and :class:`InteractiveSegmentation` (image + prompts -> masks).
 
 samzoo's tests check that this file gives the same labels, maps and masks as samzoo's own
 inference on the same weights.
@@ -515,11 +514,11 @@ class ConvBlock2d(nn.Module):
 
 def _center_crop(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """torch-em's decoder crop: centred along every axis but the batch axis (channels included)."""
-    index = [slice(None)]
-    for size, want in zip(x.shape[1:], shape[1:]):
-        start = (size - want) // 2
-        index.append(slice(start, start + want))
-    return x[tuple(index)]
+    for dim in range(1, x.dim()):
+        size, want = int(x.shape[dim]), int(shape[dim])  # plain ints: static shapes when traced
+        if size != want:
+            x = x.narrow(dim, (size - want) // 2, want)
+    return x
 
 
 class UnetDecoder(nn.Module):
@@ -895,32 +894,28 @@ class AisInstanceSegmentation(MicroSam):
 
 
 class AisNetwork(MicroSam):
-    """``(B, C, H, W)`` image already scaled to 0..255 (C = 1 or 3) -> ``(B, 3, H, W)`` maps
-    (foreground, center distance, boundary distance) at native resolution: an image (or a block
-    given by a blockwise consumer) larger than 1.5x the model input is tiled like samzoo does."""
+    """One block: ``(B, C, S, S)`` image already scaled to 0..255 (C = 1 or 3, S = the model's
+    input size) -> ``(B, 3, S, S)`` maps (foreground, center distance, boundary distance).
+
+    This is the network a blockwise consumer runs on each S x S block of a larger image (the
+    package declares the halo), i.e. what samzoo's own tiling does: every block is one encoder
+    input at native resolution. Pure tensor code with static shapes, so it also exports to
+    TorchScript and ONNX.
+    """
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config, with_ais_decoder=True)
 
-    @torch.no_grad()
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        maps = [self.ais_maps(three_channels(item.detach().cpu().numpy())) for item in image.to(torch.float32)]
-        return torch.from_numpy(np.stack(maps))
-
-
-class AisBlockNetwork(nn.Module):
-    """One encoder input (B, 3, S, S), already normalized and padded -> the AIS decoder's maps at
-    (B, 3, S, S). Pure tensor code with static shapes: what is traced for TorchScript / ONNX."""
-
-    def __init__(self, model: MicroSam):
-        super().__init__()
-        self.encoder = model.sam.image_encoder
-        self.decoder = model.ais_decoder
-        self.size = model.cfg.img_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.decoder.full_size(self.encoder(x), rows=None)
-        return F.interpolate(maps, (self.size, self.size), mode="bilinear", align_corners=False)
+        size = self.cfg.img_size
+        if image.ndim != 4 or image.shape[-2] != size or image.shape[-1] != size:
+            raise ValueError(f"expected a (batch, channel, {size}, {size}) block, got shape {tuple(image.shape)}")
+        x = image.to(torch.float32)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = (x - self.sam.pixel_mean) / self.sam.pixel_std
+        maps = self.ais_decoder.full_size(self.sam.image_encoder(x), rows=None)
+        return F.interpolate(maps, (size, size), mode="bilinear", align_corners=False)
 
 
 class InteractiveSegmentation(MicroSam):
