@@ -18,7 +18,6 @@ from torch import nn
 
 from ..families.microsam import bioimageio_architecture as arch
 from ..families.microsam.model import SamzooModel
-
 from .architectures import packaged_state
 
 ONNX_OPSET = 17
