@@ -57,7 +57,7 @@ def main() -> None:
         onnx_bytes = zf.read(rdf["weights"]["onnx"]["source"])
         ts_path = out / "network.torchscript.pt"
         ts_path.write_bytes(zf.read(rdf["weights"]["torchscript"]["source"]))
-    kw = rdf["inputs"][0]["preprocessing"][0]["kwargs"]  # scale_range, then clip and x255
+    kw = next(p["kwargs"] for p in rdf["inputs"][0]["preprocessing"] if p["id"] == "scale_range")  # then clip, x255
     lo, hi = np.percentile(block, (kw["min_percentile"], kw["max_percentile"]))
     scaled = (np.clip((block - lo) / (hi - lo + kw.get("eps", 1e-6)), 0, 1) * 255).astype(np.float32)
     pp = create_prediction_pipeline(descr, weight_format="pytorch_state_dict")

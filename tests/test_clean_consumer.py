@@ -41,7 +41,7 @@ pytestmark = pytest.mark.clean_consumer
 
 HERE = Path(__file__).parent
 CONSUMER_TOOLS = ("bioimageio.core", "onnxruntime")  # what a consumer brings: the runner, the ONNX runtime
-ONNX_TOLERANCE = 1e-4  # sigmoid maps in [0, 1]: float32 kernels of another runtime, measured ~3e-6
+ONNX_TOLERANCE = 1e-3  # = the package's map tolerance; measured 3e-6 (onnxruntime 1.32), 1e-4 (1.20.1)
 AGREEMENT = 0.95  # mSA of ais_network (blockwise) + watershed against the ais package
 CARD = {
     "id": "samzoo-consumer-test", "name": "samzoo consumer test model",
@@ -72,7 +72,9 @@ def declared_requirements(package: Path) -> list[str]:
 
 
 def _run(cmd, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
+    """``cmd`` without this process's PYTHONPATH / virtualenv (they would put samzoo on the path)."""
+    env = {k: v for k, v in kwargs.pop("env", os.environ).items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, **kwargs)
 
 
 def _size_mb(path: Path) -> float:
@@ -96,10 +98,10 @@ def consumer_env(requirements: list[str]) -> tuple[Path, dict]:
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
             pip = [root / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-            for cmd in ([*pip, *torch_spec.split()],
-                        [*pip, f"torch=={_torch_of(root)}", *wanted]):  # nothing may replace that torch
-                proc = _run(cmd, timeout=1200)
-                assert proc.returncode == 0, f"{cmd}: {proc.stderr[-3000:]}"
+            proc = _run([*pip, *torch_spec.split()], timeout=1200)
+            assert proc.returncode == 0, f"{torch_spec}: {proc.stderr[-3000:]}"
+            proc = _run([*pip, f"torch=={_torch_of(root)}", *wanted], timeout=1200)  # nothing may replace torch
+            assert proc.returncode == 0, f"{wanted}: {proc.stderr[-3000:]}"
             info = {"requirements": wanted, "torch": torch_spec, "install_s": round(time.perf_counter() - start, 1),
                     "size_mb": round(_size_mb(root), 1)}
             ready.write_text(json.dumps(info))
@@ -168,16 +170,26 @@ def test_samzoo_not_importable_in_consumer_env(consumer):
     print(f"\nconsumer env: {info}")
 
 
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    """{"shipped" | "random": (model, {kind: zip})}, made on first use."""
+    made = {}
+
+    def get(which: str):
+        if which not in made:
+            model, options = (_shipped(), {}) if which == "shipped" else _random()
+            made[which] = model, package_model(model, tmp_path_factory.mktemp(which), **options)
+        return made[which]
+
+    return get
+
+
 @pytest.mark.parametrize("which", ["shipped", "random"])
-def test_packages_run_in_clean_consumer(consumer, tmp_path, which):
+def test_packages_run_in_clean_consumer(consumer, packaged, tmp_path, which):
     python, info = consumer
-    if which == "shipped":
-        model, options = _shipped(), {}
-    else:
-        model, options = _random()
-    packages = package_model(model, tmp_path / "packages", **options)
+    model, packages = packaged(which)
     assert set(packages) == {"ais", "ais_network", "interactive"}
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = dict(os.environ)
     env.update(BIOIMAGEIO_CACHE_PATH=str(tmp_path / "bioimageio-cache"), BIOIMAGEIO_LOG_WARNINGS="false")
     table = {}
 
@@ -219,7 +231,7 @@ def test_packages_run_in_clean_consumer(consumer, tmp_path, which):
     for fmt in ("pytorch_state_dict", "torchscript", "onnx"):
         maps = np.load(out / f"maps_{fmt}.npy")
         assert maps.shape == (3, *image.shape) and np.isfinite(maps).all()
-        agreement[fmt] = mean_segmentation_accuracy(expected, arch.watershed_from_maps(maps, model.ais_params))
+        agreement[fmt] = round(mean_segmentation_accuracy(expected, arch.watershed_from_maps(maps, model.ais_params))[0], 4)
     if which == "shipped":  # a trained model: its objects do not hinge on a random map's plateaus
         assert min(agreement.values()) >= AGREEMENT, agreement
     assert report["onnx_vs_pytorch_max_abs"] <= ONNX_TOLERANCE
@@ -235,3 +247,44 @@ def test_packages_run_in_clean_consumer(consumer, tmp_path, which):
     np.testing.assert_allclose(np.load(out / "interactive_scores.npy"), exp_scores.numpy(), rtol=1e-5, atol=1e-6)
 
     print(f"\n{which}: {json.dumps({'packages': table, 'msa_ais_network_vs_ais': agreement, 'consumer': report})}")
+
+
+DSB_VAL = ("14cc1424c5980827", "53ad09e4348767be", "20c37b1ad2f510ed")  # 360x360, 520x696, 512x640 nuclei
+
+
+def _real_data() -> Path | None:
+    """/path/to/shared/data (SAMZOO_REAL_DATA, else a ``shared/data`` beside a parent folder)."""
+    if os.environ.get("SAMZOO_REAL_DATA"):
+        return Path(os.environ["SAMZOO_REAL_DATA"])
+    for parent in HERE.resolve().parents:
+        if (parent / "shared" / "data" / "MANIFEST.tsv").is_file():
+            return parent / "shared" / "data"
+    return None
+
+
+def test_ais_network_blockwise_agrees_with_ais(packaged):
+    """The shipped model's ais_network run blockwise by bioimageio.core (S x S blocks, declared halo),
+    then the watershed: mSA >= 0.95 against the ais package (= samzoo segment) on the shipped sample
+    and three real nuclei images (those skip without the real data)."""
+    from importlib import resources
+
+    from bioimageio.core import create_prediction_pipeline, load_model_description, predict
+
+    model, packages = packaged("shipped")
+    images = {"sample": read_image(str(resources.files("samzoo") / "data" / "sample_nuclei.tif"))}
+    root = _real_data()
+    if root is not None and (root / "dsb2018-nuclei").is_dir():
+        images.update({name: read_image(root / "dsb2018-nuclei" / "val" / "images" / f"{name}.tif") for name in DSB_VAL})
+    descr = load_model_description(packages["ais_network"])
+    scores = {}
+    for name, image in images.items():
+        pp = create_prediction_pipeline(descr, weight_format="torchscript")
+        out = predict(model=pp, inputs={"image": image.astype(np.float32)[None, None]}, blocksize_parameter=1)
+        maps = np.asarray(out.members["decoder_maps"].data)[0]
+        labels = arch.watershed_from_maps(maps, model.ais_params)
+        expected = segment(image.astype(np.float32), model, mode="ais", progress=False)
+        scores[name] = round(mean_segmentation_accuracy(expected, labels)[0], 4)
+    print(f"\nmSA ais_network (blockwise, torchscript) + watershed vs ais: {scores}")
+    assert min(scores.values()) >= AGREEMENT, scores
+    if len(images) < 4:
+        pytest.skip(f"real data not found: agreement measured on the sample only ({scores})")
