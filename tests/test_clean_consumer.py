@@ -236,6 +236,7 @@ def test_packages_run_in_clean_consumer(consumer, packaged, tmp_path, which):
         assert min(agreement.values()) >= AGREEMENT, agreement
     assert report["onnx_vs_pytorch_max_abs"] <= ONNX_TOLERANCE
     assert report["torchscript_vs_pytorch_max_abs"] <= ONNX_TOLERANCE
+    assert report["onnxruntime_vs_torch_jit_direct_max_abs"] <= ONNX_TOLERANCE
 
     # interactive: samzoo's masks for the same prompts
     with torch.no_grad():
