@@ -130,7 +130,12 @@ def test_package_kinds_and_contents(packages):
     ais_rdf = yaml.safe_load(zipfile.ZipFile(packages["ais"]).read("rdf.yaml"))
     assert set(ais_rdf["weights"]) == {"pytorch_state_dict"}
     net_rdf = yaml.safe_load(zipfile.ZipFile(packages["ais_network"]).read("rdf.yaml"))
-    assert set(net_rdf["weights"]) == {"pytorch_state_dict", "torchscript"}
+    assert set(net_rdf["weights"]) == {"pytorch_state_dict", "torchscript", "onnx"}
+    for rdf in (ais_rdf, net_rdf):  # the architecture ships in the package, samzoo is not needed
+        arch = rdf["weights"]["pytorch_state_dict"]["architecture"]
+        assert arch["source"] == "microsam_architecture.py" and len(arch["sha256"]) == 64
+        env = zipfile.ZipFile(packages["ais"]).read(rdf["weights"]["pytorch_state_dict"]["dependencies"]["source"])
+        assert b"samzoo" not in env.split(b"dependencies:")[1] and b"pytorch>=2.5" in env
     label_tol = ais_rdf["config"]["bioimageio"]["reproducibility_tolerance"][0]
     assert label_tol["absolute_tolerance"] == 0 and label_tol["relative_tolerance"] == 0
 
@@ -146,7 +151,7 @@ def test_ais_package_defaults_are_the_tuned_params(packages, model):
 @pytest.mark.parametrize("kind", ["ais_network", "interactive"])  # "ais": through the CLI below
 def test_samzoo_packages_pass_bioimageio_test_model(packages, kind):
     summary = _test_model(packages[kind])
-    expected = {"ais_network": {"pytorch_state_dict", "torchscript"}, "interactive": {"pytorch_state_dict"}}[kind]
+    expected = {"ais_network": {"pytorch_state_dict", "torchscript", "onnx"}, "interactive": {"pytorch_state_dict"}}[kind]
     assert expected <= _formats_tested(summary)
 
 
@@ -202,7 +207,7 @@ def test_interactive_package_with_prompts(packages, model, sample):
         only_points = run(point_prompts=points, point_labels=point_labels, embeddings=emb)
         assert only_points["masks"].shape == (1, 2, 1, 128, 128)
     # the same masks as running the network directly (boxes = the SAM prompt path)
-    from samzoo.packaging.architectures import InteractiveSegmentation
+    from samzoo.families.microsam.bioimageio_architecture import InteractiveSegmentation
 
     direct = InteractiveSegmentation(model.config.to_dict(), with_ais_decoder=True)
     direct.load_state_dict(packaged_state(model))
@@ -239,7 +244,7 @@ def test_micro_sam_checkpoint_packages(model, sample, workdir, card_path):
     out = package_model(loaded, workdir / "out_micro_sam", card=card_path, sample_image=sample,
                         kinds=["ais_network"])
     assert set(out) == {"ais_network"}
-    assert {"pytorch_state_dict", "torchscript"} <= _formats_tested(_test_model(out["ais_network"]))
+    assert {"pytorch_state_dict", "torchscript", "onnx"} <= _formats_tested(_test_model(out["ais_network"]))
     rebuilt = load_package_model(out["ais_network"])
     assert all(torch.equal(v, rebuilt.sam.state_dict()[k]) for k, v in model.sam.state_dict().items())
 
@@ -280,6 +285,8 @@ def test_missing_fields_in_card_mapping(workdir, model):
 
 def test_bad_inputs_fail_before_loading(workdir, checkpoint, card_path):
     with pytest.raises(InputError, match="weight format"):
+        package_model(str(checkpoint), workdir / "o1", formats=("keras",))
+    with pytest.raises(InputError, match="pytorch_state_dict"):
         package_model(str(checkpoint), workdir / "o1", formats=("onnx",))
     with pytest.raises(InputError, match="pytorch_state_dict"):
         package_model(str(checkpoint), workdir / "o2", formats=("torchscript",))

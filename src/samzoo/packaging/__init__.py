@@ -1,6 +1,6 @@
 """BioImage.IO 0.5 export of samzoo / micro-sam / SAM models, and loading packages back.
 
-``package_model(model, outdir, card=None, formats=("pytorch_state_dict", "torchscript"),
+``package_model(model, outdir, card=None, formats=("pytorch_state_dict", "torchscript", "onnx"),
 sample_image=None) -> {kind: zip}`` writes the ``ais``, ``ais_network`` and ``interactive``
 packages (see :mod:`samzoo.packaging.export`); ``load_package_model(path)`` rebuilds the model.
 """

@@ -1,6 +1,8 @@
-"""The ``torch.nn.Module`` classes a BioImage.IO consumer builds from a samzoo package.
+"""Packaged weights layout, plus the architecture classes of packages written by earlier samzoo versions.
 
-Every package references one of these classes by import path (``samzoo.packaging.architectures``)
+Packages written now ship their architecture as a self-contained source file
+(:mod:`samzoo.families.microsam.bioimageio_architecture`, no samzoo import). Packages written by samzoo 0.1
+reference the classes below by import path (``samzoo.packaging.architectures``)
 together with the model's :class:`~samzoo.families.microsam.config.ModelConfig` as keyword arguments. Importing
 this module imports ``samzoo`` first, so the torchvision fix runs before segment-anything/torch-em
 import torchvision (bioimageio.core imports the architecture in a fresh process).
@@ -26,12 +28,11 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from ..errors import CheckpointError, InputError
-from ..families.microsam.ais_decoder import decode_full_size, decoder_state
+from ..families.microsam.ais_decoder import decoder_state
 from ..families.microsam.checkpoint import describe_mismatch
 from ..families.microsam.config import ModelConfig
 from ..families.microsam.model import SamzooModel, resized_shape
@@ -159,103 +160,6 @@ class AisNetwork(_Packaged):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.model(x)
-
-
-class _DecoderCore(nn.Module):
-    """The UNETR decoder up to its sigmoid as a module, for tracing (fully convolutional: size
-    independent; in one piece, since a traced strip loop would bake in one image size)."""
-
-    def __init__(self, unetr: nn.Module):
-        super().__init__()
-        self.unetr = unetr
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return decode_full_size(self.unetr, embedding, rows=None)
-
-
-class ScriptedAisNetwork(nn.Module):
-    """TorchScript-compilable twin of :class:`AisNetwork` around a traced encoder and decoder.
-
-    The encoder always runs on an S x S input, so tracing it is size independent; the resizing,
-    padding, cropping and final resize depend on the image size and are scripted instead, so the
-    exported TorchScript accepts any image size.
-    """
-
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, img_size: int, pixel_mean: torch.Tensor,
-                 pixel_std: torch.Tensor):
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
-        self.img_size = img_size
-        self.register_buffer("pixel_mean", pixel_mean.detach().clone().reshape(1, 3, 1, 1))
-        self.register_buffer("pixel_std", pixel_std.detach().clone().reshape(1, 3, 1, 1))
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.to(torch.float32)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        height = x.shape[2]
-        width = x.shape[3]
-        scale = float(self.img_size) / float(max(height, width))
-        h = int(height * scale + 0.5)
-        w = int(width * scale + 0.5)
-        if h != height or w != width:
-            x = F.interpolate(x, size=[h, w], mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self.pixel_mean) / self.pixel_std
-        x = F.pad(x, [0, self.img_size - w, 0, self.img_size - h])
-        maps = self.decoder(self.encoder(x))
-        # torch-em's postprocess_masks: to S x S (identity at the native size), crop, resize
-        maps = F.interpolate(maps, size=[self.img_size, self.img_size], mode="bilinear", align_corners=False)
-        maps = maps[:, :, :h, :w]
-        return F.interpolate(maps, size=[height, width], mode="bilinear", align_corners=False)
-
-
-class _Capture(nn.Module):
-    """Runs ``module`` and keeps its (real) output, so a trace doubles as a forward pass."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-        self.output: Optional[torch.Tensor] = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.module(x)
-        self.output = out.detach()
-        return out
-
-
-@torch.no_grad()
-def script_ais_network(model: SamzooModel, sam_input: torch.Tensor):
-    """TorchScript of the AIS network, plus the image embedding of ``sam_input`` computed while
-    tracing (the trace is the encoder's one forward pass).
-
-    ``sam_input`` is a preprocessed (1, 3, S, S) encoder input (``model.preprocess``). Tracing the
-    encoder is its forward pass, so the returned embedding is reused for the test tensors instead
-    of running the (expensive) encoder again.
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        # tracing warns about every Python int taken from a shape: the encoder and decoder only ever
-        # see S x S inputs and (1, C, g, g) embeddings, so those constants are the right ones
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return _script_ais_network(model, sam_input)
-
-
-def _script_ais_network(model: SamzooModel, sam_input: torch.Tensor):
-    size = model.config.img_size
-    capture = _Capture(model.sam.image_encoder)
-    encoder = torch.jit.trace(capture, sam_input, check_trace=False)
-    embedding = capture.output
-    if getattr(model.ais_decoder, "use_skip_connection", False):
-        raise NotImplementedError("TorchScript export supports the UNETR without skip connections only")
-    # The decoder is fully convolutional: trace it on a 2x2 embedding (no full-resolution pass, no
-    # full-resolution memory); the traced graph runs at any grid size.
-    tiny = torch.zeros(1, embedding.shape[1], 2, 2, dtype=embedding.dtype, device=embedding.device)
-    decoder = torch.jit.trace(_DecoderCore(model.ais_decoder), tiny, check_trace=False)
-    wrapper = ScriptedAisNetwork(encoder, decoder, size, model.sam.pixel_mean, model.sam.pixel_std)
-    return torch.jit.script(wrapper.eval()), embedding
 
 
 class InteractiveSegmentation(_Packaged):

@@ -15,8 +15,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "package", help="export a model as BioImage.IO 0.5 packages (zip)",
         description="Write BioImage.IO model packages of a samzoo, micro-sam or SAM checkpoint: 'ais' "
-                    "(image -> instance labels, watershed inside the model), 'ais_network' (image -> AIS "
-                    "decoder maps, with TorchScript weights) and 'interactive' (image + prompts -> masks). "
+                    "(image -> instance labels, watershed inside the model), 'ais_network' (one block -> AIS "
+                    "decoder maps, TorchScript and ONNX weights, halo for blockwise consumers) and 'interactive' (image + prompts -> masks). "
                     "Every zip is complete or absent: nothing partial is left on errors.",
     )
     p.add_argument("model", nargs="?", default=None,

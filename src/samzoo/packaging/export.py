@@ -9,23 +9,25 @@ Package kinds (``package_model`` returns ``{kind: zip path}``):
     tensor's shape (``CustomProcessing.get_output_shape`` returns the input shape, which blockwise
     prediction and the output-shape checks rely on), while the watershed must read three decoder
     channels and return one label channel. Weights: ``pytorch_state_dict`` only -- TorchScript
-    cannot hold the (scipy/scikit-image) watershed, and every declared format must reproduce the
-    same labels.
-``ais_network`` (when ``torchscript`` is among the formats and the model has an AIS decoder)
-    image -> the decoder's three maps (foreground, center distance, boundary distance), the
-    network part of AIS. Weights: ``pytorch_state_dict`` and ``torchscript`` (any image size),
-    for consumers that cannot run Python; the 0..255 scaling is declared as pre-processing and
-    the watershed parameters are documented in the package.
+    cannot hold the (scipy) watershed, and every declared format must reproduce the same labels.
+
+Every ``pytorch_state_dict`` uses the architecture source file shipped in the package
+(:mod:`samzoo.families.microsam.bioimageio_architecture`, torch/numpy/scipy only), so a package runs in any
+environment with what its ``environment.yaml`` declares; samzoo is not needed.
+``ais_network`` (when the model has an AIS decoder)
+    one S x S block -> the decoder's three maps (foreground, center distance, boundary distance),
+    the network part of AIS for consumers that cannot run Python: one input, one output, only
+    spec pre-processing (the 0..255 scaling), weights ``pytorch_state_dict`` plus ``torchscript``
+    and ``onnx`` when asked for. The output declares a halo of S/8, so blockwise consumers run
+    any image at native resolution, as samzoo tiles it.
 ``interactive``
     image + optional box / point / mask prompts and optional precomputed embeddings -> masks,
     scores, embeddings (micro-sam's tensor layout). Weights: ``pytorch_state_dict`` (the prompt
     path has data-dependent control flow over optional inputs, which tracing cannot capture).
 
-Cost: the image encoder runs exactly once (when TorchScript is made, the trace *is* that run;
-samzoo's FastAttention already computes global attention in query chunks); the AIS decoder runs
-once, with its full-resolution head in row strips (``samzoo.families.microsam.ais_decoder.decode_embedding``,
-the same code ``samzoo.segment`` and the packaged model run), and is traced for TorchScript on a
-2x2 embedding (it is fully convolutional), not at full resolution. The weights file is written
+Cost: the image encoder runs once on the sample (plus once per S x S block for ``ais_network``'s
+test tensor, its trace and its ONNX export); the AIS decoder runs once, with its full-resolution
+head in row strips (``samzoo.families.microsam.ais_decoder.decode_embedding``). The weights file is written
 once and shared by all packages; files are hashed once; zips are stored, not deflated.
 Everything is written under a temp dir and each zip is moved into place with ``os.replace`` only
 when all packages succeeded, so a failure never leaves a partial zip at the destination.
@@ -42,6 +44,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -56,21 +59,43 @@ from ..io import read_image
 from ..families.microsam.ais_decoder import AIS_CHANNELS, decode_embedding
 from ..families.microsam.model import SamzooModel
 from . import metadata as md
+from ..families.microsam import bioimageio_architecture as arch
 from .card_files import stage_card_files
 from .architectures import (
     normalized_input,
     packaged_state,
     prompt_masks,
-    script_ais_network,
 )
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("pytorch_state_dict", "torchscript")
+FORMATS = ("pytorch_state_dict", "torchscript", "onnx")
 KINDS = ("ais", "ais_network", "interactive")
-ARCH_MODULE = "samzoo.packaging.architectures"
+ARCH_SOURCE = Path(arch.__file__)
+ARCH_FILE = "microsam_architecture.py"
 WEIGHTS_NAME = "weights.pt"
 TORCHSCRIPT_NAME = "ais_network.torchscript.pt"
+ONNX_NAME = "ais_network.onnx"
+SCALE_RANGE_EPS = 1e-6  # bioimageio's ScaleRangeKwargs.eps default
+
+# What a package's environment file asks for: only what the architecture file imports, at the
+# versions it is written for (bioimage.io's shared runtime: torch 2.5.1, numpy 1.26.4), plus the
+# pydantic pin bioimageio.spec 0.5.12 (used by the newest bioimageio.core, 0.11) needs: pydantic
+# 2.14 breaks it on every description with local files.
+ENVIRONMENT = """name: samzoo-microsam
+channels:
+  - conda-forge
+  - nodefaults
+dependencies:
+  - python>=3.10
+  - pytorch>=2.5
+  - numpy>=1.26
+  - scipy>=1.11
+  - pip
+  - pip:
+      - pydantic<2.14
+"""
+
 MAX_PROMPT_OBJECTS = 3
 SAMPLE_SIDE = 256
 
@@ -104,7 +129,7 @@ def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
     if "pytorch_state_dict" not in formats:
         raise InputError(
             "formats must include pytorch_state_dict: the AIS watershed and the prompt handling run in "
-            "Python; torchscript is added where the network allows it"
+            "Python; torchscript and onnx are added where the network allows it"
         )
     return formats
 
@@ -354,20 +379,29 @@ def _documentation(kind: str, card: Mapping[str, Any], model: SamzooModel, ais_p
                   "* `instance_labels` (batch, channel=1, y, x) uint32: 0 = background, objects 1..N.", "",
                   "The model runs the encoder, the AIS decoder and then the seeded watershed *inside* the model "
                   "(bioimageio.core 0.11 custom post-processing must keep a tensor's shape, the watershed turns "
-                  "three decoder channels into one label channel). Run it without tiling (the default of "
-                  "`bioimageio predict` / `bioimageio.core.predict`): the model resizes the whole image itself.", "",
+                  "three decoder channels into one label channel). Run it without blockwise prediction (the "
+                  "default of `bioimageio predict` / `bioimageio.core.predict`): like `samzoo segment`, the model "
+                  f"encodes images up to {int(1.5 * cfg.img_size)} px whole and tiles larger ones itself at native "
+                  f"resolution ({cfg.img_size} px blocks with a {cfg.img_size // 8} px halo), so objects are never "
+                  "cut at block borders.", "",
                   "## AIS parameters", "",
                   "These are this checkpoint's tuned watershed parameters, written as the architecture's "
                   "`ais_params` keyword arguments in `rdf.yaml` (edit them there to change the defaults):", "",
                   _params_table(ais_params), ""]
     elif kind == "ais_network":
         lines += ["## Inputs and outputs", "",
-                  "* `image` (batch, channel, y, x): raw intensities; pre-processing scales it to 0..255 "
-                  "(percentiles declared in rdf.yaml) before the network.",
-                  "* `decoder_maps` (batch, channel=3, y, x) float32 in [0, 1]: " + ", ".join(AIS_CHANNELS) + ".", "",
-                  "This package is the *network part* of AIS and is the one with TorchScript weights, for "
-                  "consumers that cannot run Python. Instance labels come from a seeded watershed on these maps "
-                  "(`samzoo.families.microsam.ais.watershed_from_decoder_outputs`, also available in the `ais` package): "
+                  f"* `image` (1, channel, {cfg.img_size}, {cfg.img_size}): one block of raw intensities; "
+                  "pre-processing scales the whole image to 0..255 (percentiles declared in rdf.yaml) first.",
+                  f"* `decoder_maps` (1, 3, {cfg.img_size}, {cfg.img_size}) float32 in [0, 1]: "
+                  + ", ".join(AIS_CHANNELS) + f", with a halo of {cfg.img_size // 8} px on y and x.", "",
+                  "This package is the *network part* of AIS: one input, one output, TorchScript and ONNX weights "
+                  "and only standard pre-processing, for consumers that cannot run Python (deepImageJ, QuPath, "
+                  f"BioEngine). SAM's encoder takes exactly {cfg.img_size} x {cfg.img_size} px, so images are run "
+                  "blockwise, each block at native resolution, the declared halo cropped from every block: "
+                  "`bioimageio.core.predict(model=..., inputs=..., blocksize_parameter=1)` (or any consumer's "
+                  "tiling). Images smaller than one block: use the `ais` package. "
+                  "Instance labels come from a seeded watershed on the stitched maps "
+                  f"(`watershed_from_maps` in `{ARCH_FILE}`, numpy/scipy only; the same as the `ais` package): "
                   "smooth, foreground = fg > foreground_threshold, seeds = center < center_distance_threshold and "
                   "boundary < boundary_distance_threshold inside the foreground, watershed of the boundary "
                   "distances from the seeds inside the foreground, drop objects < min_size. The tuned parameters:", "",
@@ -387,24 +421,26 @@ def _documentation(kind: str, card: Mapping[str, Any], model: SamzooModel, ais_p
                   "`embeddings`. Call once with the image alone to get the embeddings, then pass them back "
                   "with each new set of prompts: only the light prompt decoder runs.", ""]
     weights = ["## Weights", "",
-               f"* `pytorch_state_dict`: `{WEIGHTS_NAME}`, a flat state dict (`sam.*` = the SAM weights, "
-               "`ais_decoder.*` = the UNETR decoder without the shared encoder); the architecture is "
-               f"`{ARCH_MODULE}` (needs `pip install samzoo`)."]
-    if kind == "ais_network" and "torchscript" in formats:
-        weights.append(f"* `torchscript`: `{TORCHSCRIPT_NAME}`, the same network (encoder + AIS decoder, "
-                       "resize/pad/crop scripted for any image size); no watershed.")
-    elif "torchscript" in formats:
-        weights.append("* no TorchScript here: " + (
-            "the watershed is not expressible in TorchScript; the `ais_network` package carries the network "
-            "as TorchScript." if kind == "ais" else
-            "the optional prompt inputs need Python control flow; the `ais_network` package carries the "
-            "encoder as TorchScript."))
+               f"* `pytorch_state_dict`: `{WEIGHTS_NAME}`, a flat state dict (`sam.*` = segment-anything's SAM "
+               "weights, `ais_decoder.*` = micro-sam's UNETR decoder state without the shared encoder); the "
+               f"architecture is `{ARCH_FILE}` in this package, which imports only torch, numpy and scipy "
+               "(environment in `environment.yaml`; no samzoo needed)."]
+    if kind == "ais_network":
+        if "torchscript" in formats:
+            weights.append(f"* `torchscript`: `{TORCHSCRIPT_NAME}`, the same block network traced; no watershed.")
+        if "onnx" in formats:
+            weights.append(f"* `onnx`: `{ONNX_NAME}`, the same block network, opset 17 (onnxruntime >= 1.14).")
+    elif len(formats) > 1:
+        weights.append("* no TorchScript / ONNX here: " + (
+            "the watershed is not expressible in them; the `ais_network` package carries the network." if kind == "ais"
+            else "the optional prompt inputs need Python control flow; the `ais_network` package carries the "
+            "encoder and AIS decoder."))
     lines += weights + ["", "## Use", "",
                         "```python",
-                        "import samzoo, bioimageio.core",
-                        "model = samzoo.load_model('this_package.zip')   # the same SamzooModel as the checkpoint",
-                        "# or, without samzoo's API:",
-                        "# bioimageio.core.predict(model='this_package.zip', inputs={'image': array})",
+                        "import bioimageio.core   # no samzoo needed",
+                        "out = bioimageio.core.predict(model='this_package.zip', inputs={'image': array}"
+                        + (", blocksize_parameter=1)" if kind == "ais_network" else ")"),
+                        "# with samzoo installed: samzoo.load_model('this_package.zip') gives the SamzooModel",
                         "```", "",
                         f"Test tensors were computed from {sample_what}.", ""]
     lines += ["# Validation", "", "Measured metrics of this model (from the checkpoint's metadata):", "",
@@ -469,7 +505,6 @@ class _Build:
         self.model, self.card, self.formats, self.work = model, card, formats, work
         self.ais_params, self.sample_what = ais_params, sample_what
         self.weights_path: Path | None = None
-        self.torchscript_path: Path | None = None
         self.attachments: list[Path] = []  # the model card and its cover (samzoo.packaging.card_files)
 
     def common(self, kind: str, spec, cover: Path, tolerances: list[dict], suffix: str, inputs, outputs, weights,
@@ -512,21 +547,23 @@ class _Build:
     def state_dict_weights(self, spec, callable_name: str, kwargs: dict):
         return spec.PytorchStateDictWeightsDescr(
             source=self.weights_path,
-            architecture=spec.ArchitectureFromLibraryDescr(import_from=ARCH_MODULE, callable=callable_name,
-                                                           kwargs=kwargs),
+            architecture=spec.ArchitectureFromFileDescr(source=self.architecture_file(), callable=callable_name,
+                                                        kwargs=kwargs),
             pytorch_version=spec.Version(torch.__version__.split("+")[0]),
-            dependencies=spec.FileDescr(source=self._environment()),
+            dependencies=spec.FileDescr(source=self.environment()),
         )
 
-    def _environment(self) -> Path:
+    def architecture_file(self) -> Path:
+        """The self-contained architecture source, copied once into the work folder."""
+        path = self.work / ARCH_FILE
+        if not path.exists():
+            shutil.copyfile(ARCH_SOURCE, path)
+        return path
+
+    def environment(self) -> Path:
         path = self.work / "environment.yaml"
         if not path.exists():
-            path.write_text(
-                "name: samzoo\nchannels:\n  - conda-forge\ndependencies:\n  - python>=3.10\n"
-                f"  - pytorch>={torch.__version__.split('+')[0].rsplit('.', 1)[0]}\n  - pip\n"
-                f"  - pip:\n      - samzoo>={_samzoo_version()}\n",
-                encoding="utf-8",
-            )
+            path.write_text(ENVIRONMENT, encoding="utf-8")
         return path
 
 
@@ -546,7 +583,7 @@ def _save(arr: np.ndarray, path: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | os.PathLike, card=None,
-                  formats: Sequence[str] = ("pytorch_state_dict", "torchscript"), sample_image=None,
+                  formats: Sequence[str] = FORMATS, sample_image=None,
                   *, kinds: Sequence[str] | None = None) -> dict[str, Path]:
     """Write BioImage.IO packages of ``model`` into ``outdir``; returns ``{kind: zip path}``.
 
@@ -588,10 +625,6 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
         if kinds is not None and any(k in ("ais", "ais_network") for k in kinds):
             raise InputError("the model has no AIS decoder, so no ais / ais_network package can be made")
         wanted = [k for k in wanted if k == "interactive"]
-    if "torchscript" not in formats:
-        if kinds is not None and "ais_network" in kinds:
-            raise InputError("the ais_network package exists for its torchscript weights; add torchscript to formats")
-        wanted = [k for k in wanted if k != "ais_network"]
     if not wanted:
         raise InputError("nothing to package")
 
@@ -656,18 +689,10 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
     with torch.no_grad():
         x = normalized_input(model, np.moveaxis(test_image[0], 0, -1))
         sam_input, input_shape = model.preprocess(x.to(model.device))
-        if "ais_network" in wanted:
-            scripted, embedding = script_ais_network(model, sam_input)
-            b.torchscript_path = work / TORCHSCRIPT_NAME
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.save: still what consumers load
-                torch.jit.save(scripted, str(b.torchscript_path))
-            del scripted
-        else:
-            embedding = model.sam.image_encoder(sam_input)
+        embedding = model.sam.image_encoder(sam_input)
         del sam_input
         _release_memory()
-        _phase("encoder" + (" (traced for TorchScript)" if b.torchscript_path else ""), start)
+        _phase("encoder", start)
         maps = None
         if model.has_ais_decoder:
             maps = decode_embedding(model.ais_decoder, embedding, input_shape, original)
@@ -722,35 +747,8 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
         )
 
     if "ais_network" in wanted:
-        maps_path = _save(maps.cpu().numpy().astype(np.float32), work / "decoder_maps.npy")
-        cover = _write_cover(work / "cover_ais_network.png", image_chw, labels)
-        low, high = (1.0, 99.8) if cfg.normalization == "percentile" else (0.0, 100.0)
-        pre = [
-            spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
-                axes=[spec.AxisId("channel"), spec.AxisId("y"), spec.AxisId("x")],
-                min_percentile=low, max_percentile=high)),
-            spec.ClipDescr(kwargs=spec.ClipKwargs(min=0.0, max=1.0)),
-            spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=255.0, offset=0.0)),
-        ]
-        tol = [_fit_abs(dict(output_ids=["decoder_maps"], **MAP_TOLERANCE), maps.cpu().numpy())]
-        weights = {"pytorch_state_dict": b.state_dict_weights(spec, "AisNetwork", {"config": config_kwargs})}
-        weights["torchscript"] = spec.TorchscriptWeightsDescr(
-            source=b.torchscript_path, pytorch_version=spec.Version(torch.__version__.split("+")[0]),
-            parent="pytorch_state_dict")
-        descrs["ais_network"] = b.common(
-            "ais_network", spec, cover, tol, "AIS network",
-            inputs=[_image_input(spec, image_path, channels, batch=1, preprocessing=pre)],
-            outputs=[spec.OutputTensorDescr(
-                id=spec.TensorId("decoder_maps"),
-                description="AIS decoder outputs: foreground, center distance, boundary distance",
-                axes=[spec.BatchAxis(size=1), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in AIS_CHANNELS]),
-                      _space_out(spec, "y"), _space_out(spec, "x")],
-                test_tensor=spec.FileDescr(source=maps_path),
-                data=spec.IntervalOrRatioDataDescr(type="float32"),
-            )],
-            weights=spec.WeightsDescr(**weights),
-            extra_tags=["instance-segmentation", "segment-anything", "micro-sam", "torchscript"],
-        )
+        descrs["ais_network"] = _ais_network_descr(b, spec, image_chw, ais_params)
+        _phase("ais_network (block network, TorchScript / ONNX)", start)
 
     if "interactive" in wanted:
         ref = labels if labels is not None and labels.max() > 0 else given_labels
@@ -848,6 +846,92 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
         )
     _phase("descriptions built", start)
     return descrs
+
+
+def _block_of(image_chw: np.ndarray, size: int) -> np.ndarray:
+    """An S x S block of the sample for the block network's test tensor: the centre crop, the
+    image reflected at its borders where it is smaller than S."""
+    c, h, w = image_chw.shape
+    if h < size or w < size:
+        pad_h, pad_w = max(0, size - h), max(0, size - w)
+        image_chw = np.pad(image_chw, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)),
+                           mode="reflect" if min(h, w) > max(pad_h, pad_w) // 2 + 1 else "edge")
+        h, w = image_chw.shape[1:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(image_chw[:, top:top + size, left:left + size]).astype(np.float32)
+
+
+def scale_range_like_bioimageio(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The ais_network package's pre-processing as its rdf.yaml declares it (scale_range over all
+    axes with ``eps``, clip to 0..1, times 255), in numpy: what a consumer feeds the network."""
+    lo, hi = np.percentile(image, (low, high))
+    scaled = (image - lo) / (hi - lo + SCALE_RANGE_EPS)
+    return (np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.float32)
+
+
+def _ais_network_descr(b: "_Build", spec, image_chw: np.ndarray, ais_params: Mapping[str, Any]):
+    """The ``ais_network`` package: one S x S block (raw) -> decoder maps, with the halo a
+    blockwise consumer crops; weights from the architecture file, traced / exported from it."""
+    from . import network_export
+
+    cfg = b.model.config
+    size, halo = cfg.img_size, cfg.img_size // 8
+    block = _block_of(image_chw, size)
+    low, high = (1.0, 99.8) if cfg.normalization == "percentile" else (0.0, 100.0)
+    x = torch.from_numpy(scale_range_like_bioimageio(block, low, high))[None]
+    network = network_export.architecture_model(b.model, arch.AisNetwork)
+    with torch.no_grad():
+        maps = network(x)
+    weights = {"pytorch_state_dict": b.state_dict_weights(spec, "AisNetwork", {"config": cfg.to_dict()})}
+    torch_version = spec.Version(torch.__version__.split("+")[0])
+    if "torchscript" in b.formats:
+        path = b.work / TORCHSCRIPT_NAME
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.save: still what consumers load
+            torch.jit.save(network_export.trace_block(network, x), str(path))
+        weights["torchscript"] = spec.TorchscriptWeightsDescr(source=path, pytorch_version=torch_version,
+                                                              parent="pytorch_state_dict")
+    if "onnx" in b.formats:
+        path = network_export.export_block_onnx(network, x, b.work / ONNX_NAME)
+        weights["onnx"] = spec.OnnxWeightsDescr(source=path, opset_version=network_export.ONNX_OPSET,
+                                                parent="pytorch_state_dict")
+    maps_np = maps.numpy().astype(np.float32)
+    labels = arch.watershed_from_maps(maps_np[0], ais_params)
+    image_path = _save(block[None], b.work / "ais_network_image.npy")
+    maps_path = _save(maps_np, b.work / "decoder_maps.npy")
+    cover = _write_cover(b.work / "cover_ais_network.png", block, labels)
+    pre = [
+        spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
+            axes=[spec.AxisId("channel"), spec.AxisId("y"), spec.AxisId("x")],
+            min_percentile=low, max_percentile=high, eps=SCALE_RANGE_EPS)),
+        spec.ClipDescr(kwargs=spec.ClipKwargs(min=0.0, max=1.0)),
+        spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=255.0, offset=0.0)),
+    ]
+    channels = block.shape[0]
+    names = ["gray"] if channels == 1 else ["red", "green", "blue"]
+    tol = [_fit_abs(dict(output_ids=["decoder_maps"], **MAP_TOLERANCE), maps_np)]
+    return b.common(
+        "ais_network", spec, cover, tol, "AIS network",
+        inputs=[spec.InputTensorDescr(
+            id=spec.TensorId("image"), description=f"raw image intensities, one {size} x {size} block",
+            axes=[spec.BatchAxis(size=1), spec.ChannelAxis(channel_names=[spec.Identifier(n) for n in names]),
+                  spec.SpaceInputAxis(id=spec.AxisId("y"), size=size),
+                  spec.SpaceInputAxis(id=spec.AxisId("x"), size=size)],
+            test_tensor=spec.FileDescr(source=image_path),
+            data=spec.IntervalOrRatioDataDescr(type="float32"),
+            preprocessing=pre)],
+        outputs=[spec.OutputTensorDescr(
+            id=spec.TensorId("decoder_maps"),
+            description="AIS decoder outputs: foreground, center distance, boundary distance",
+            axes=[spec.BatchAxis(size=1), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in AIS_CHANNELS]),
+                  *(spec.SpaceOutputAxisWithHalo(id=spec.AxisId(a), halo=halo, size=spec.SizeReference(
+                      tensor_id=spec.TensorId("image"), axis_id=spec.AxisId(a))) for a in ("y", "x"))],
+            test_tensor=spec.FileDescr(source=maps_path),
+            data=spec.IntervalOrRatioDataDescr(type="float32"),
+        )],
+        weights=spec.WeightsDescr(**weights),
+        extra_tags=["instance-segmentation", "segment-anything", "micro-sam", *[f for f in b.formats if f != "pytorch_state_dict"]],
+    )
 
 
 def _write_zips(descrs: Mapping[str, Any], finals: Mapping[str, Path], outdir: Path) -> dict[str, Path]:

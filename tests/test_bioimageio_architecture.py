@@ -1,0 +1,154 @@
+"""The self-contained architecture file that every package ships gives exactly what samzoo's own
+inference gives on the same weights (labels, masks), imports only torch/numpy/scipy, and keeps
+segment-anything's / micro-sam's state-dict layout."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from samzoo import SamzooModel, preset
+from samzoo.families.microsam import bioimageio_architecture as arch
+from samzoo.families.microsam.ais import AisParams, watershed_from_prediction
+from samzoo.families.microsam.ais_decoder import decoder_state
+from samzoo.packaging.architectures import normalized_input, packaged_state, prompt_masks
+from samzoo.packaging.export import synthetic_sample
+from samzoo.segmentation.api import segment
+
+ARCH_PATH = arch.__file__
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(1)
+    m = SamzooModel(preset("test"))
+    image, _ = synthetic_sample(128, seed=5)
+    with torch.no_grad():
+        maps = m(normalized_input(m, image[..., None]))[0].numpy()
+    q = lambda a, p: float(np.clip(np.quantile(a, p), 0.01, 1.0))  # noqa: E731  (a random model finds objects)
+    m.ais_params = {"foreground_threshold": q(maps[0], 0.4), "center_distance_threshold": q(maps[1], 0.35),
+                    "boundary_distance_threshold": q(maps[2], 0.35), "min_size": 4}
+    return m
+
+
+def _random_maps(shape, seed):
+    rng = np.random.default_rng(seed)
+    maps = rng.random((3, *shape)).astype(np.float32)
+    return np.stack([ndimage.gaussian_filter(m, 3) for m in maps]).clip(0, 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_heapq_watershed_equals_scikit_image(seed):
+    """The numpy/scipy priority flood gives scikit-image's labels (samzoo's AIS) exactly."""
+    maps = _random_maps((97, 131), seed)
+    maps = (maps - maps.min()) / (maps.max() - maps.min())
+    params = AisParams(foreground_threshold=0.45, center_distance_threshold=0.55,
+                       boundary_distance_threshold=0.55, min_size=[0, 12, 40, 5][seed],
+                       foreground_smoothing=[1.0, 0.0, 2.0, 1.0][seed])
+    expected = watershed_from_prediction(maps, params)
+    got = arch.watershed_from_maps(maps, params.to_dict())
+    assert expected.max() > 3  # a real segmentation, not an empty one
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.uint32
+
+
+def test_state_dict_layout_is_segment_anything_and_micro_sam(model):
+    built = arch.MicroSam(model.config.to_dict())
+    ours = built.state_dict()
+    assert ours.keys() == packaged_state(model).keys()
+    assert {k[4:] for k in ours if k.startswith("sam.")} == set(model.sam.state_dict())
+    assert {k[12:] for k in ours if k.startswith("ais_decoder.")} == set(decoder_state(model.ais_decoder))
+    assert all(ours[k].shape == v.shape for k, v in packaged_state(model).items())
+
+
+def _images():
+    small, _ = synthetic_sample(128, seed=7)
+    wide, _ = synthetic_sample(240, seed=8)
+    large, _ = synthetic_sample(320, seed=9)  # > 1.5 x 128 px: tiled at native resolution
+    rgb = np.stack([small, small[::-1], small[:, ::-1]]).astype(np.float32)
+    return {"square": small, "non-square (resized)": wide[:100, :230], "tiled": large[:300, :260], "rgb": rgb}
+
+
+@pytest.mark.parametrize("name", list(_images()))
+def test_ais_labels_identical_to_samzoo(model, name):
+    image = _images()[name]
+    ais = arch.AisInstanceSegmentation(model.config.to_dict(), model.ais_params)
+    ais.load_state_dict(packaged_state(model), strict=True)
+    chw = image if image.ndim == 3 else image[None]
+    got = ais(torch.from_numpy(chw.astype(np.float32))[None])[0, 0].numpy()
+    hwc = np.moveaxis(chw, 0, -1) if chw.shape[0] == 3 else chw[0]
+    expected = segment(hwc.astype(np.float32), model, mode="ais", progress=False)
+    assert expected.max() > 0
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_interactive_masks_identical_to_samzoo(model):
+    image, labels = synthetic_sample(128, seed=12)
+    net = arch.InteractiveSegmentation(model.config.to_dict())
+    net.load_state_dict({k: v for k, v in packaged_state(model).items() if k.startswith("sam.")}, strict=True)
+    x = torch.from_numpy(image.astype(np.float32))[None, None]
+    boxes = torch.tensor([[[10.0, 20.0, 60.0, 70.0], [64.0, 5.0, 120.0, 50.0]]])
+    points = torch.tensor([[[[30.0, 40.0]], [[90.0, 30.0]]]])
+    point_labels = torch.ones((1, 2, 1), dtype=torch.int64)
+    masks, scores, embeddings = net(x, boxes, points, point_labels)
+    with torch.no_grad():
+        emb, input_shape = model.embed(normalized_input(model, image.astype(np.float32)[..., None]))
+    exp_masks, exp_scores = prompt_masks(model, emb, input_shape, image.shape, boxes, points, point_labels)
+    torch.testing.assert_close(embeddings, emb, rtol=0, atol=0)
+    np.testing.assert_array_equal(masks.numpy(), exp_masks.numpy())
+    torch.testing.assert_close(scores, exp_scores, rtol=0, atol=0)
+
+
+def test_block_network_equals_samzoo_maps(model):
+    """The ais_network block (S x S input) gives samzoo's decoder maps of that block."""
+    size = model.config.img_size
+    image, _ = synthetic_sample(size, seed=4)
+    net = arch.AisNetwork(model.config.to_dict())
+    net.load_state_dict(packaged_state(model), strict=True)
+    x = normalized_input(model, image.astype(np.float32)[..., None])
+    with torch.no_grad():
+        got = net(x[:, :1])
+        expected = model(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)  # one-piece vs strip head: rounding
+
+
+def test_imports_only_torch_numpy_scipy():
+    tree = ast.parse(open(ARCH_PATH, encoding="utf-8").read())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "no relative imports: the file is loaded on its own"
+            roots.add(node.module.split(".")[0])
+    assert roots <= {"__future__", "heapq", "math", "typing", "numpy", "torch", "scipy"}, roots
+
+
+def test_runs_with_samzoo_and_friends_unimportable(tmp_path):
+    """Loaded as a plain file in a process where samzoo, scikit-image, torchvision, segment-anything
+    and torch-em cannot be imported, it builds a model and segments."""
+    script = f"""
+import importlib.abc, importlib.util, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('samzoo', 'skimage', 'torchvision', 'segment_anything', 'torch_em'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+spec = importlib.util.spec_from_file_location('packaged_arch', {str(ARCH_PATH)!r})
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+import torch
+cfg = dict(img_size=128, patch_size=16, embed_dim=32, depth=2, num_heads=2, global_attn_indexes=[1],
+           window_size=4, prompt_embed_dim=32, mask_decoder_mlp_dim=64, mask_decoder_heads=2,
+           iou_head_hidden_dim=32, ais_initial_features=8, normalization='percentile')
+out = mod.AisInstanceSegmentation(cfg, {{'foreground_threshold': 0.01}})(torch.rand(1, 1, 64, 80) * 1000)
+assert out.shape == (1, 1, 64, 80) and out.numpy().dtype.name == 'uint32'
+print('ok', tuple(out.shape))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok (1, 1, 64, 80)" in proc.stdout, proc.stderr[-2000:]

@@ -1,0 +1,291 @@
+"""samzoo's packages in a clean consumer environment: a fresh virtualenv with torch, bioimageio.core,
+onnxruntime and exactly the dependencies the package declares -- samzoo is neither installed nor
+importable there. Every package kind of the shipped model and of a random-weight model passes
+`bioimageio test`; `bioimageio.core.predict` on an image that is not the test image gives samzoo's
+own labels; ONNX (onnxruntime) and TorchScript (plain torch.jit.load) agree with PyTorch; the
+ais_network package run blockwise gives, after the watershed, the ais package's objects.
+
+The environment is built once and reused (keyed by its requirement set, under the temp dir; set
+SAMZOO_CONSUMER_VENV to put it elsewhere and TORCH_SPEC to install another torch, as the Makefile).
+Deselect with ``-m "not clean_consumer"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from samzoo import SamzooModel, preset
+from samzoo.evaluation.metrics import mean_segmentation_accuracy
+from samzoo.families.microsam import bioimageio_architecture as arch
+from samzoo.io import read_image
+from samzoo.packaging import package_model
+from samzoo.packaging.architectures import normalized_input, prompt_masks
+from samzoo.packaging.export import synthetic_sample
+from samzoo.segmentation.api import segment
+
+pytestmark = pytest.mark.clean_consumer
+
+HERE = Path(__file__).parent
+CONSUMER_TOOLS = ("bioimageio.core", "onnxruntime")  # what a consumer brings: the runner, the ONNX runtime
+ONNX_TOLERANCE = 1e-3  # = the package's map tolerance; measured 3e-6 (onnxruntime 1.32), 1e-4 (1.20.1)
+AGREEMENT = 0.95  # mSA of ais_network (blockwise) + watershed against the ais package
+CARD = {
+    "id": "samzoo-consumer-test", "name": "samzoo consumer test model",
+    "description": "A random-weight model for samzoo's clean-consumer tests.", "version": "0.1.0",
+    "license": "MIT", "modality": "synthetic light microscopy",
+    "architecture": {"type": "sam", "encoder": "vit (test preset)", "decoder": "unetr"},
+    "authors": [{"name": "samzoo developers"}], "tags": ["segment-anything", "test"],
+    "training_data": {"description": "none (random weights)"}, "intended_use": "tests",
+    "limitations": ["random weights"],
+    "citations": [{"text": "Archit et al. Segment Anything for Microscopy. Nature Methods (2025)",
+                   "doi": "10.1038/s41592-024-02580-4"},
+                  {"text": "Kirillov et al. Segment Anything. ICCV (2023)", "doi": "10.1109/ICCV51070.2023.00371"}],
+}
+
+
+def declared_requirements(package: Path) -> list[str]:
+    """pip requirements from a package's environment.yaml (conda-forge ``pytorch`` is ``torch``)."""
+    with zipfile.ZipFile(package) as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+        env = yaml.safe_load(zf.read(rdf["weights"]["pytorch_state_dict"]["dependencies"]["source"]))
+    reqs = []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            reqs += dep.get("pip", [])
+        elif not dep.startswith(("python", "pip")):
+            reqs.append("torch" + dep[len("pytorch"):] if dep.startswith("pytorch") else dep)
+    return reqs
+
+
+def _run(cmd, **kwargs) -> subprocess.CompletedProcess:
+    """``cmd`` without this process's PYTHONPATH / virtualenv (they would put samzoo on the path)."""
+    env = {k: v for k, v in kwargs.pop("env", os.environ).items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, **kwargs)
+
+
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+
+
+def consumer_env(requirements: list[str]) -> tuple[Path, dict]:
+    """A virtualenv with torch first (pinned like samzoo's own: TORCH_SPEC or this torch's
+    version), then the consumer tools and ``requirements`` under that pin; built once."""
+    from filelock import FileLock
+
+    torch_spec = os.environ.get("TORCH_SPEC", f"torch=={torch.__version__.split('+')[0]}")
+    wanted = sorted([*requirements, *CONSUMER_TOOLS])
+    key = hashlib.sha256(json.dumps([sys.version_info[:2], torch_spec, wanted]).encode()).hexdigest()[:12]
+    root = Path(os.environ.get("SAMZOO_CONSUMER_VENV", tempfile.gettempdir())) / f"samzoo-consumer-{key}"
+    ready = root / "samzoo-consumer.json"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if not ready.is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+            pip = [root / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            proc = _run([*pip, *torch_spec.split()], timeout=1200)
+            assert proc.returncode == 0, f"{torch_spec}: {proc.stderr[-3000:]}"
+            proc = _run([*pip, f"torch=={_torch_of(root)}", *wanted], timeout=1200)  # nothing may replace torch
+            assert proc.returncode == 0, f"{wanted}: {proc.stderr[-3000:]}"
+            info = {"requirements": wanted, "torch": torch_spec, "install_s": round(time.perf_counter() - start, 1),
+                    "size_mb": round(_size_mb(root), 1)}
+            ready.write_text(json.dumps(info))
+    return root / "bin" / "python", json.loads(ready.read_text())
+
+
+def _torch_of(venv: Path) -> str:
+    proc = _run([venv / "bin" / "python", "-c", "import torch; print(torch.__version__)"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+def _shipped():
+    from samzoo.api import load_model
+
+    return load_model(None)
+
+
+def _random():
+    torch.manual_seed(3)
+    model = SamzooModel(preset("test"), metadata={"name": "random consumer test model"})
+    image, _ = synthetic_sample(128, seed=21)
+    with torch.no_grad():
+        maps = model(normalized_input(model, image[..., None]))[0].numpy()
+    q = lambda a, p: float(np.clip(np.quantile(a, p), 0.01, 1.0))  # noqa: E731  (a random model finds objects)
+    model.ais_params = {"foreground_threshold": q(maps[0], 0.4), "center_distance_threshold": q(maps[1], 0.35),
+                        "boundary_distance_threshold": q(maps[2], 0.35), "min_size": 4}
+    return model, {"card": CARD, "sample_image": (image, None)}
+
+
+def _new_image(which: str) -> np.ndarray:
+    """An image that is not the package's test image (and larger than one block)."""
+    if which == "shipped":
+        from importlib import resources
+
+        sample = read_image(str(resources.files("samzoo") / "data" / "sample_nuclei.tif"))
+        return np.ascontiguousarray(np.rot90(sample)[20:468, 30:430])  # 448 x 400: tiled by samzoo
+    image, _ = synthetic_sample(320, seed=22)
+    return image[:300, :272]
+
+
+def _prompts(model: SamzooModel, image: np.ndarray):
+    ys, xs = np.array(image.shape) // 3
+    boxes = np.array([[[xs - 20, ys - 20, xs + 25, ys + 30], [2 * xs - 30, 2 * ys - 25, 2 * xs + 20, 2 * ys + 20]]],
+                     np.float32)
+    points = np.array([[[[xs, ys]], [[2 * xs, 2 * ys]]]], np.float32)
+    return {"box_prompts": boxes, "point_prompts": points, "point_labels": np.ones((1, 2, 1), np.int64)}
+
+
+@pytest.fixture(scope="module")
+def consumer(tmp_path_factory):
+    """(python of the consumer env, its info); requirements from a package samzoo writes."""
+    model, options = _random()
+    out = package_model(model, tmp_path_factory.mktemp("reqs"), kinds=["ais"], **options)
+    requirements = declared_requirements(out["ais"])
+    assert not any("samzoo" in r for r in requirements), requirements
+    return consumer_env(requirements)
+
+
+def test_samzoo_not_importable_in_consumer_env(consumer):
+    python, info = consumer
+    proc = _run([python, "-c", "import samzoo"], timeout=120, cwd=tempfile.gettempdir())
+    assert proc.returncode != 0 and "No module named 'samzoo'" in proc.stderr
+    proc = _run([python, "-c", "import bioimageio.core, onnxruntime, torch; print(torch.__version__)"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    print(f"\nconsumer env: {info}")
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    """{"shipped" | "random": (model, {kind: zip})}, made on first use."""
+    made = {}
+
+    def get(which: str):
+        if which not in made:
+            model, options = (_shipped(), {}) if which == "shipped" else _random()
+            made[which] = model, package_model(model, tmp_path_factory.mktemp(which), **options)
+        return made[which]
+
+    return get
+
+
+@pytest.mark.parametrize("which", ["shipped", "random"])
+def test_packages_run_in_clean_consumer(consumer, packaged, tmp_path, which):
+    python, info = consumer
+    model, packages = packaged(which)
+    assert set(packages) == {"ais", "ais_network", "interactive"}
+    env = dict(os.environ)
+    env.update(BIOIMAGEIO_CACHE_PATH=str(tmp_path / "bioimageio-cache"), BIOIMAGEIO_LOG_WARNINGS="false")
+    table = {}
+
+    # 1. `bioimageio test` (the CLI of the consumer env) on every kind, every weight format
+    for kind, path in packages.items():
+        summary = tmp_path / f"{kind}-summary.json"
+        start = time.perf_counter()
+        proc = _run([python.parent / "bioimageio", "test", path, "--summary", summary], env=env, timeout=900,
+                    cwd=tmp_path)
+        seconds = time.perf_counter() - start
+        assert proc.returncode == 0, f"{kind}: {proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+        details = json.loads(summary.read_text())["details"]
+        formats = sorted({d["loc"][1] for d in details if len(d["loc"]) > 1 and d["loc"][0] == "weights"})
+        declared = sorted(yaml.safe_load(zipfile.ZipFile(path).read("rdf.yaml"))["weights"])
+        assert formats == declared, (kind, formats, declared)
+        table[kind] = {"formats": formats, "bioimageio_test_s": round(seconds, 1),
+                       "size_mb": round(path.stat().st_size / 1e6, 2)}
+
+    # 2. bioimageio.core.predict etc. on a new image, inside the consumer env
+    image = _new_image(which)
+    prompts = _prompts(model, image)
+    np.save(tmp_path / "image.npy", image)
+    np.savez(tmp_path / "prompts.npz", **prompts)
+    out = tmp_path / "consumer-out"
+    proc = _run([python, HERE / "clean_consumer_run.py", packages["ais"], packages["ais_network"],
+                 packages["interactive"], tmp_path / "image.npy", tmp_path / "prompts.npz", out],
+                env=env, timeout=1200, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+
+    # ais: identical to samzoo's own labels
+    labels = np.load(out / "ais_labels.npy")
+    expected = segment(image.astype(np.float32), model, mode="ais", progress=False)
+    assert expected.max() > 0
+    np.testing.assert_array_equal(labels, expected)
+
+    # ais_network blockwise (every weight format) + watershed: the ais package's objects
+    agreement = {}
+    for fmt in ("pytorch_state_dict", "torchscript", "onnx"):
+        maps = np.load(out / f"maps_{fmt}.npy")
+        assert maps.shape == (3, *image.shape) and np.isfinite(maps).all()
+        agreement[fmt] = round(mean_segmentation_accuracy(expected, arch.watershed_from_maps(maps, model.ais_params))[0], 4)
+    if which == "shipped":  # a trained model: its objects do not hinge on a random map's plateaus
+        assert min(agreement.values()) >= AGREEMENT, agreement
+    assert report["onnx_vs_pytorch_max_abs"] <= ONNX_TOLERANCE
+    assert report["torchscript_vs_pytorch_max_abs"] <= ONNX_TOLERANCE
+    assert report["onnxruntime_vs_torch_jit_direct_max_abs"] <= ONNX_TOLERANCE
+
+    # interactive: samzoo's masks for the same prompts
+    with torch.no_grad():
+        emb, input_shape = model.embed(normalized_input(model, image.astype(np.float32)[..., None]))
+        exp_masks, exp_scores = prompt_masks(model, emb, input_shape, image.shape,
+                                             *(torch.from_numpy(prompts[k]) for k in
+                                               ("box_prompts", "point_prompts", "point_labels")))
+    np.testing.assert_array_equal(np.load(out / "interactive_masks.npy"), exp_masks.numpy())
+    np.testing.assert_allclose(np.load(out / "interactive_scores.npy"), exp_scores.numpy(), rtol=1e-5, atol=1e-6)
+
+    print(f"\n{which}: {json.dumps({'packages': table, 'msa_ais_network_vs_ais': agreement, 'consumer': report})}")
+
+
+DSB_VAL = ("14cc1424c5980827", "53ad09e4348767be", "20c37b1ad2f510ed")  # 360x360, 520x696, 512x640 nuclei
+
+
+def _real_data() -> Path | None:
+    """/path/to/shared/data (SAMZOO_REAL_DATA, else a ``shared/data`` beside a parent folder)."""
+    if os.environ.get("SAMZOO_REAL_DATA"):
+        return Path(os.environ["SAMZOO_REAL_DATA"])
+    for parent in HERE.resolve().parents:
+        if (parent / "shared" / "data" / "MANIFEST.tsv").is_file():
+            return parent / "shared" / "data"
+    return None
+
+
+def test_ais_network_blockwise_agrees_with_ais(packaged):
+    """The shipped model's ais_network run blockwise by bioimageio.core (S x S blocks, declared halo),
+    then the watershed: mSA >= 0.95 against the ais package (= samzoo segment) on the shipped sample
+    and three real nuclei images (those skip without the real data)."""
+    from importlib import resources
+
+    from bioimageio.core import create_prediction_pipeline, load_model_description, predict
+
+    model, packages = packaged("shipped")
+    images = {"sample": read_image(str(resources.files("samzoo") / "data" / "sample_nuclei.tif"))}
+    root = _real_data()
+    if root is not None and (root / "dsb2018-nuclei").is_dir():
+        images.update({name: read_image(root / "dsb2018-nuclei" / "val" / "images" / f"{name}.tif") for name in DSB_VAL})
+    descr = load_model_description(packages["ais_network"])
+    scores = {}
+    for name, image in images.items():
+        pp = create_prediction_pipeline(descr, weight_format="torchscript")
+        out = predict(model=pp, inputs={"image": image.astype(np.float32)[None, None]}, blocksize_parameter=1)
+        maps = np.asarray(out.members["decoder_maps"].data)[0]
+        labels = arch.watershed_from_maps(maps, model.ais_params)
+        expected = segment(image.astype(np.float32), model, mode="ais", progress=False)
+        scores[name] = round(mean_segmentation_accuracy(expected, labels)[0], 4)
+    print(f"\nmSA ais_network (blockwise, torchscript) + watershed vs ais: {scores}")
+    assert min(scores.values()) >= AGREEMENT, scores
+    if len(images) < 4:
+        pytest.skip(f"real data not found: agreement measured on the sample only ({scores})")
