@@ -135,7 +135,11 @@ def build_source(spec: dict[str, Any], patch_size: int):
             if key not in spec:
                 raise InputError(f"torch_em data source needs '{key}' (got {sorted(spec)})")
         return TorchEmSource(spec["dataset"], spec["path"], patch_size, spec.get("kwargs"))
-    raise InputError(f"unknown data source kind {kind!r} (expected 'synthetic', 'folder' or 'torch_em')")
+    if kind == "split":
+        from .split_data import split_source
+
+        return split_source(spec)
+    raise InputError(f"unknown data source kind {kind!r} (expected 'synthetic', 'folder', 'split' or 'torch_em')")
 
 
 # ---------------------------------------------------------------- patches, augmentation
