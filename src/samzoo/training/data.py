@@ -139,7 +139,11 @@ def build_source(spec: dict[str, Any], patch_size: int):
         from .split_data import split_source
 
         return split_source(spec)
-    raise InputError(f"unknown data source kind {kind!r} (expected 'synthetic', 'folder', 'split' or 'torch_em')")
+    if kind == "synthetic_em":
+        from .synthetic_em import SyntheticEMSource
+
+        return SyntheticEMSource(spec.get("synthetic_em"), shape=(patch_size, patch_size))
+    raise InputError(f"unknown data source kind {kind!r} (expected 'synthetic', 'synthetic_em', 'folder', 'split' or 'torch_em')")
 
 
 # ---------------------------------------------------------------- patches, augmentation
