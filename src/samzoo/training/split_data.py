@@ -104,22 +104,40 @@ def load_split(set_name: str, split: str, root: str | os.PathLike[str] | None = 
     return [(p.name, *load_pair(p)) for p in split_pairs(set_name, split, root)]
 
 
+def rescale_pair(image: np.ndarray, labels: np.ndarray, scale: float) -> Raw:
+    """Image (anti-aliased, linear) and labels (nearest) resized by ``scale``: brings a set's
+    objects to the size the model is trained for (e.g. large phase-contrast cells to ~50 px)."""
+    from skimage.transform import resize
+
+    shape = tuple(max(1, round(s * scale)) for s in labels.shape)
+    out_image = resize(image.astype(np.float32), shape + image.shape[2:], order=1, anti_aliasing=scale < 1,
+                       preserve_range=True).astype(np.float32)
+    out_labels = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int64)
+    return out_image, out_labels
+
+
 class SplitSource:
     """A training data source over one split of one set (``{"kind": "split", "set": ..., "split":
-    "train", "root": ...}``); images are drawn uniformly, read once and cached."""
+    "train", "root": ..., "scale": 1.0}``); images are drawn uniformly, read (and rescaled by
+    ``scale``) once and cached."""
 
-    def __init__(self, set_name: str, split: str = "train", root: str | os.PathLike[str] | None = None):
+    def __init__(self, set_name: str, split: str = "train", root: str | os.PathLike[str] | None = None,
+                 scale: float = 1.0):
+        if not 0.05 <= float(scale) <= 20:
+            raise InputError(f"scale must be in 0.05..20, got {scale}")
         self.pairs = split_pairs(set_name, split, root)
+        self.scale = float(scale)
         self._cache: dict[int, Raw] = {}
 
     def draw(self, rng: np.random.Generator) -> Raw:
         i = int(rng.integers(len(self.pairs)))
         if i not in self._cache:
-            self._cache[i] = load_pair(self.pairs[i])
+            image, labels = load_pair(self.pairs[i])
+            self._cache[i] = rescale_pair(image, labels, self.scale) if self.scale != 1.0 else (image, labels)
         return self._cache[i]
 
 
 def split_source(spec: dict[str, Any]) -> SplitSource:
     if "set" not in spec:
         raise InputError(f"split data source needs 'set' (got {sorted(spec)})")
-    return SplitSource(spec["set"], spec.get("split", "train"), spec.get("root"))
+    return SplitSource(spec["set"], spec.get("split", "train"), spec.get("root"), float(spec.get("scale", 1.0)))
