@@ -42,7 +42,7 @@ from ...segmentation.embedding_cache import (
     window_entry,
 )
 from ...segmentation.preprocess import as_image_stack, normalize_to_uint8_range
-from ...segmentation.tiling import Tile, TileGrid, stitch_into
+from ...segmentation.tiling import BlendedMap, Tile, TileGrid, stitch_into
 
 Window = tuple[slice, slice]
 """A rectangular part of the image (rows, columns) that is encoded as one SAM input."""
@@ -355,9 +355,11 @@ class Predictor:
 
     # ---------------------------------------------------------------- AIS
     @torch.inference_mode()
-    def ais_outputs(self, *, progress: bool | None = None) -> np.ndarray:
+    def ais_outputs(self, *, progress: bool | None = None, blend: bool = True) -> np.ndarray:
         """AIS decoder outputs ``(3, H, W)`` float32 (foreground, center and boundary distances)
-        for the whole image; tiled images are decoded tile by tile and stitched."""
+        for the whole image. Tiled images are decoded tile by tile (each tile sees its halo) and
+        the maps blended across the tiles' overlaps (``tiling.BlendedMap``); ``blend=False``
+        pastes each tile's inner block instead (the maps then jump at tile edges)."""
         self._require_image()
         if not self.model.has_ais_decoder:
             raise InputError(f"model {self.config.name!r} has no AIS decoder; use mode='amg' or prompts")
@@ -365,12 +367,18 @@ class Predictor:
             emb = self.window_embedding()
             out = self.model.decode_ais(emb.embedding, emb.input_shape, self.original_shape)
             return out[0].float().cpu().numpy()
-        stitched = np.zeros((3, *self.original_shape), dtype=np.float32)
+        if not blend:
+            stitched = np.zeros((3, *self.original_shape), dtype=np.float32)
+        else:
+            blended = BlendedMap(3, self.original_shape, self.halo)
         for tile, emb in self.iter_tile_embeddings(progress=progress, desc="AIS tiles"):
             prediction = self.model.decode_ais(emb.embedding, emb.input_shape, tile.outer_shape)
-            stitch_into(stitched, prediction[0].float().cpu().numpy(), tile)
+            if blend:
+                blended.add(prediction[0].float().cpu().numpy(), tile)
+            else:
+                stitch_into(stitched, prediction[0].float().cpu().numpy(), tile)
             del emb, prediction  # keep at most one tile's features alive
-        return stitched
+        return blended.result() if blend else stitched
 
     # ---------------------------------------------------------------- prompts (low level)
     def transform_coords(self, coords: np.ndarray, emb: WindowEmbedding) -> np.ndarray:
