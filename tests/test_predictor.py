@@ -203,13 +203,35 @@ def test_tiled_prompts_use_one_tile_and_match_a_crop(minmax_model):
     assert masks.shape == (2, 300, 400)
 
 
-def test_prompt_spanning_more_than_a_tile_is_rejected(tiny_model):
-    predictor = Predictor(tiny_model).set_image(disk_image((300, 400)))
-    with pytest.raises(InputError, match="larger tile_shape"):
-        predictor.predict(boxes=[0, 0, 390, 290])
+def test_prompt_spanning_more_than_a_tile_is_decoded_on_a_downscaled_window(tiny_model):
+    image = disk_image((300, 400))
+    predictor = Predictor(tiny_model).set_image(image)
+    assert predictor.is_tiled
+    box = [0, 0, 390, 290]  # far larger than one 128 px tile
+    masks, scores, _ = predictor.predict(boxes=box)
+    window = predictor._window_for(tuple(box))
+    assert window == (slice(0, 300), slice(0, 400))  # the box plus margin, clipped to the image
+    # the same as prompting the whole image encoded at once (it is downscaled to the model's input)
+    whole = Predictor(tiny_model).set_image(image, tile_shape=(300, 400))
+    assert not whole.is_tiled
+    whole_masks, whole_scores, _ = whole.predict(boxes=box)
+    np.testing.assert_array_equal(masks, whole_masks)
+    np.testing.assert_allclose(scores, whole_scores, atol=1e-6)
     # a box between grid tiles gets its own tile-sized window
     masks, _, _ = predictor.predict(boxes=[70, 70, 170, 170])
     assert masks.shape == (1, 300, 400)
+
+
+def test_large_prompt_window_holds_the_prompt_with_a_margin():
+    from samzoo.families.microsam.predictor import LARGE_PROMPT_MARGIN, large_prompt_window
+
+    rows, cols = large_prompt_window((100, 150, 400, 350), (1000, 1200), (128, 128))
+    assert cols.start <= 100 and cols.stop >= 400 and rows.start <= 150 and rows.stop >= 350
+    side = 300 * (1 + 2 * LARGE_PROMPT_MARGIN)
+    assert rows.stop - rows.start == cols.stop - cols.start == int(np.ceil(side))
+    # at the image border the window is shifted inside, never cut below the prompt
+    rows, cols = large_prompt_window((0, 0, 300, 200), (320, 1200), (128, 128))
+    assert rows == slice(0, 320) and cols.start == 0 and cols.stop >= 300
 
 
 # ------------------------------------------------------------------------------ embedding cache

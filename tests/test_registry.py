@@ -82,7 +82,7 @@ def test_lookup_is_case_insensitive_and_suggests(hub_env):
 
 def test_list_models_by_modality(hub_env):
     em = {e.id for e in list_models("em")}
-    assert em == {"vit_l_em_organelles", "vit_b_em_organelles", "vit_t_em_organelles"}
+    assert em == {"vit_l_em_organelles", "vit_b_em_organelles", "vit_t_em_organelles", "samzoo-em-tiny"}
     assert {e.id for e in list_models(modality="lm")} >= {"vit_b_lm", "samzoo-lm-tiny"}
     assert len(list_models()) == len(load_registry())
     with pytest.raises(RegistryError, match="unknown modality 'xray'"):

@@ -156,6 +156,9 @@ def _add_segment(subparsers) -> None:
     p.add_argument("--param", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
                    help="AIS (e.g. foreground_threshold=0.6, min_size=20) or AMG (e.g. pred_iou_thresh=0.8) "
                         "parameter overrides")
+    p.add_argument("--diameter", type=float, default=None, metavar="PX",
+                   help="typical object diameter in pixels: the image is rescaled so objects reach the size the "
+                        "model was trained for (0: estimate it from a first pass)")
     p.add_argument("--no-embedding-cache", action="store_true",
                    help="do not read or write cached image embeddings")
     p.add_argument("--volume", action="store_true",
@@ -198,7 +201,11 @@ def _run_segment(args: argparse.Namespace) -> int:
             raise InputError("--param does not apply with --points/--boxes")
         if args.volume:
             raise InputError("--points/--boxes work on 2D images, not with --volume")
+        if args.diameter is not None:
+            raise InputError("--diameter applies to automatic segmentation, not with --points/--boxes")
     if scale:
+        if args.diameter is not None:
+            raise InputError("--diameter applies to one image at a time, not to batches or blockwise runs")
         options: dict[str, Any] = {"params": params or None}
         if args.mode is not None:
             options["mode"] = args.mode
@@ -221,8 +228,10 @@ def _run_segment(args: argparse.Namespace) -> int:
         labels = segment_from_prompts(image, model, points=points, point_labels=point_labels, boxes=boxes,
                                       tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress)
     else:
+        size = {} if args.diameter is None else {"diameter": args.diameter}
         labels = segment(image, model, params=params or None, tile_shape=tile_shape, halo=halo,
-                         embedding_cache=cache, progress=progress, is_volume=True if args.volume else None, **options)
+                         embedding_cache=cache, progress=progress, is_volume=True if args.volume else None,
+                         **options, **size)
     write_labels(output, labels)
     import numpy as np
 

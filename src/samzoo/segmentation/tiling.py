@@ -168,3 +168,58 @@ def apply_tiled(
     assert out is not None  # a grid always has at least one tile
     return out
 
+
+
+def blend_weights(tile: Tile, shape: Sequence[int], halo: Sequence[int], floor: float = 1e-3) -> np.ndarray:
+    """Per-pixel weights over a tile's outer block for blending overlapping tile predictions.
+
+    Along each axis the weight ramps linearly from ``floor`` at an outer edge that has a
+    neighbouring tile to 1 at ``2 * halo`` inside it (the width of the overlap with that
+    neighbour), and is 1 at an image border. Neighbouring outer blocks overlap by ``2 * halo``,
+    so a blended map crosses from one tile's prediction to the next one's gradually instead of
+    switching at the inner-block edge, which is what makes tile seams invisible.
+    """
+    factors = []
+    for axis, (outer, size, h) in enumerate(zip(tile.outer, shape, halo)):
+        n = outer.stop - outer.start
+        ramp = np.ones(n, dtype=np.float32)
+        width = 2 * int(h)
+        if width > 0:
+            position = np.arange(n, dtype=np.float32)
+            rising = np.clip((position + 0.5) / width, floor, 1.0)
+            if outer.start > 0:
+                ramp = np.minimum(ramp, rising)
+            if outer.stop < size:
+                ramp = np.minimum(ramp, rising[::-1])
+        shape_1d = [1] * len(tile.outer)
+        shape_1d[axis] = n
+        factors.append(ramp.reshape(shape_1d))
+    weights = factors[0]
+    for factor in factors[1:]:
+        weights = weights * factor
+    return weights
+
+
+class BlendedMap:
+    """Accumulates weighted tile predictions (``(C, *outer_shape)``) into a ``(C, *shape)`` map:
+    ``add`` each tile's prediction on its outer block, ``result`` divides by the summed weights."""
+
+    def __init__(self, channels: int, shape: Sequence[int], halo: Sequence[int]) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.halo = tuple(int(h) for h in halo)
+        self.total = np.zeros((channels, *self.shape), dtype=np.float32)
+        self.weight = np.zeros(self.shape, dtype=np.float32)
+
+    def add(self, prediction: np.ndarray, tile: Tile) -> None:
+        prediction = np.asarray(prediction, dtype=np.float32)
+        if prediction.shape[1:] != tile.outer_shape or prediction.shape[0] != self.total.shape[0]:
+            raise InputError(f"tile prediction of shape {prediction.shape} does not fit "
+                             f"({self.total.shape[0]}, *{tile.outer_shape})")
+        weights = blend_weights(tile, self.shape, self.halo)
+        self.total[(slice(None), *tile.outer)] += prediction * weights
+        self.weight[tile.outer] += weights
+
+    def result(self) -> np.ndarray:
+        if (self.weight <= 0).any():
+            raise InputError("some pixels are covered by no tile")
+        return self.total / self.weight

@@ -135,7 +135,15 @@ def build_source(spec: dict[str, Any], patch_size: int):
             if key not in spec:
                 raise InputError(f"torch_em data source needs '{key}' (got {sorted(spec)})")
         return TorchEmSource(spec["dataset"], spec["path"], patch_size, spec.get("kwargs"))
-    raise InputError(f"unknown data source kind {kind!r} (expected 'synthetic', 'folder' or 'torch_em')")
+    if kind == "split":
+        from .split_data import split_source
+
+        return split_source(spec)
+    if kind == "synthetic_em":
+        from .synthetic_em import SyntheticEMSource
+
+        return SyntheticEMSource(spec.get("synthetic_em"), shape=(patch_size, patch_size))
+    raise InputError(f"unknown data source kind {kind!r} (expected 'synthetic', 'synthetic_em', 'folder', 'split' or 'torch_em')")
 
 
 # ---------------------------------------------------------------- patches, augmentation

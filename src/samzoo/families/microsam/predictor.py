@@ -42,7 +42,7 @@ from ...segmentation.embedding_cache import (
     window_entry,
 )
 from ...segmentation.preprocess import as_image_stack, normalize_to_uint8_range
-from ...segmentation.tiling import Tile, TileGrid, stitch_into
+from ...segmentation.tiling import BlendedMap, Tile, TileGrid, stitch_into
 
 Window = tuple[slice, slice]
 """A rectangular part of the image (rows, columns) that is encoded as one SAM input."""
@@ -355,9 +355,11 @@ class Predictor:
 
     # ---------------------------------------------------------------- AIS
     @torch.inference_mode()
-    def ais_outputs(self, *, progress: bool | None = None) -> np.ndarray:
+    def ais_outputs(self, *, progress: bool | None = None, blend: bool = True) -> np.ndarray:
         """AIS decoder outputs ``(3, H, W)`` float32 (foreground, center and boundary distances)
-        for the whole image; tiled images are decoded tile by tile and stitched."""
+        for the whole image. Tiled images are decoded tile by tile (each tile sees its halo) and
+        the maps blended across the tiles' overlaps (``tiling.BlendedMap``); ``blend=False``
+        pastes each tile's inner block instead (the maps then jump at tile edges)."""
         self._require_image()
         if not self.model.has_ais_decoder:
             raise InputError(f"model {self.config.name!r} has no AIS decoder; use mode='amg' or prompts")
@@ -365,12 +367,18 @@ class Predictor:
             emb = self.window_embedding()
             out = self.model.decode_ais(emb.embedding, emb.input_shape, self.original_shape)
             return out[0].float().cpu().numpy()
-        stitched = np.zeros((3, *self.original_shape), dtype=np.float32)
+        if not blend:
+            stitched = np.zeros((3, *self.original_shape), dtype=np.float32)
+        else:
+            blended = BlendedMap(3, self.original_shape, self.halo)
         for tile, emb in self.iter_tile_embeddings(progress=progress, desc="AIS tiles"):
             prediction = self.model.decode_ais(emb.embedding, emb.input_shape, tile.outer_shape)
-            stitch_into(stitched, prediction[0].float().cpu().numpy(), tile)
+            if blend:
+                blended.add(prediction[0].float().cpu().numpy(), tile)
+            else:
+                stitch_into(stitched, prediction[0].float().cpu().numpy(), tile)
             del emb, prediction  # keep at most one tile's features alive
-        return stitched
+        return blended.result() if blend else stitched
 
     # ---------------------------------------------------------------- prompts (low level)
     def transform_coords(self, coords: np.ndarray, emb: WindowEmbedding) -> np.ndarray:
@@ -564,7 +572,8 @@ class Predictor:
 
     def _window_for(self, extent: tuple[float, float, float, float]) -> Window:
         """The grid tile whose outer block contains the prompt (the one centred best), else a
-        tile-sized window centred on the prompt."""
+        tile-sized window centred on the prompt; a prompt larger than a tile gets a window around
+        it with a margin, which the encoder sees downscaled to its input size (``large_prompt_window``)."""
         x0, y0, x1, y1 = extent
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         best, best_distance = None, math.inf
@@ -581,10 +590,28 @@ class Predictor:
         th = min(self.tile_shape[0] + 2 * self.halo[0], height)
         tw = min(self.tile_shape[1] + 2 * self.halo[1], width)
         if y1 - y0 > th or x1 - x0 > tw:
-            raise InputError(
-                f"the prompt spans {x1 - x0:g}x{y1 - y0:g} px (width x height), more than one tile with halo "
-                f"({tw}x{th}); pass a larger tile_shape"
-            )
+            return large_prompt_window(extent, self.original_shape, (th, tw))
         top = int(min(max(round(cy - th / 2), 0), height - th))
         left = int(min(max(round(cx - tw / 2), 0), width - tw))
         return (slice(top, top + th), slice(left, left + tw))
+
+
+LARGE_PROMPT_MARGIN = 0.125
+"""Context added on each side of a prompt larger than a tile, as a fraction of its extent (SAM
+sees boxes with some surroundings in training)."""
+
+
+def large_prompt_window(extent: tuple[float, float, float, float], image_shape: tuple[int, int],
+                        tile: tuple[int, int]) -> Window:
+    """A square-ish window around a prompt that does not fit one tile: the prompt's extent plus
+    ``LARGE_PROMPT_MARGIN`` on each side, at least one tile, clipped to the image. The window is
+    encoded like any other (``SamzooModel.preprocess`` resizes its longest side to the model's
+    input), i.e. at the coarser resolution that makes the whole prompt fit, instead of refusing."""
+    x0, y0, x1, y1 = extent
+    height, width = image_shape
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * LARGE_PROMPT_MARGIN)
+    h, w = int(min(height, max(tile[0], math.ceil(side)))), int(min(width, max(tile[1], math.ceil(side))))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    top = int(min(max(round(cy - h / 2), 0), height - h))
+    left = int(min(max(round(cx - w / 2), 0), width - w))
+    return (slice(top, top + h), slice(left, left + w))

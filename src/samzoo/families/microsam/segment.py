@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
+from ...segmentation.diameter import check_diameter, model_object_diameter, segment_at_diameter
 from ...segmentation.embedding_cache import EmbeddingCache, as_embedding_cache
+from ...segmentation.preprocess import as_image_stack
 from .ais import AisParams, watershed_from_decoder_outputs
 from .amg import AmgParams, as_amg_params, automatic_mask_generation
 from .model import SamzooModel
@@ -45,11 +47,15 @@ def segment_image(
     halo: int | Sequence[int] | None = None,
     embedding_cache: "EmbeddingCache | str | bool | None" = None,
     progress: bool = True,
+    diameter: float | None = None,
 ) -> np.ndarray:
     """One 2D image -> uint32 labels. ``mode="ais"``: the AIS decoder's maps and the seeded
     watershed (``ais_params`` override the model's tuned values, which override the defaults);
     ``mode="amg"``: SAM's automatic mask generation (``amg_params``). ``params`` is the generic
-    spelling of whichever of the two the mode uses."""
+    spelling of whichever of the two the mode uses. ``diameter``: typical object diameter in
+    pixels; the image is rescaled so objects reach the size the model was trained for
+    (``segmentation.diameter``); 0 estimates it from a first pass; None (default) segments at
+    native size."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if params is not None:
@@ -66,9 +72,22 @@ def segment_image(
         chosen: Any = resolve_ais_params(model, ais_params)
     else:
         chosen = as_amg_params(amg_params)
-    predictor = Predictor(model, progress=progress)
-    predictor.set_image(image, tile_shape=tile_shape, halo=halo, embedding_cache=as_embedding_cache(embedding_cache))
-    if mode == "ais":
-        maps = predictor.ais_outputs()
-        return watershed_from_decoder_outputs(maps[0], maps[1], maps[2], chosen)
-    return automatic_mask_generation(predictor, chosen)
+    cache = as_embedding_cache(embedding_cache)
+
+    def run(data: np.ndarray) -> np.ndarray:
+        predictor = Predictor(model, progress=progress)
+        predictor.set_image(data, tile_shape=tile_shape, halo=halo, embedding_cache=cache)
+        if mode == "ais":
+            maps = predictor.ais_outputs()
+            return watershed_from_decoder_outputs(maps[0], maps[1], maps[2], chosen)
+        return automatic_mask_generation(predictor, chosen)
+
+    diameter = check_diameter(diameter)
+    if diameter is None:
+        return run(image)
+    stack, _ = as_image_stack(np.asarray(image), is_volume=False)
+    channels_last = stack[0]  # (H, W, 3)
+    if np.asarray(image).dtype.kind in "ui":  # as_image_stack gives float: keep the source dtype
+        channels_last = channels_last.astype(np.asarray(image).dtype)
+    labels, _ = segment_at_diameter(run, channels_last, diameter, model_object_diameter(model))
+    return labels

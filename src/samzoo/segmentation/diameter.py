@@ -1,0 +1,118 @@
+"""Object size: rescale an image so its objects reach the size a model was trained for.
+
+Why: a model trained on ~30 px nuclei sees a 120 px nucleus as a cluster of parts (its nucleoli
+become separate "objects"), and a 10 px nucleus as a speck. As in cellpose, the user may give the
+typical object diameter in pixels (``diameter=D``): the image is resized by ``model_diameter / D``,
+segmented, and the labels are resized back (nearest neighbour) to the original shape.
+``diameter=0`` estimates ``D`` from a first pass at native size (median equivalent-circle
+diameter of the objects found) and rescales only when that is more than ``AUTO_TOLERANCE`` away
+from the model's size, so images that already fit are segmented once, untouched.
+
+The model's size comes from its metadata ``object_diameter`` (median diameter of the training
+objects, px; see each model's card), else ``DEFAULT_OBJECT_DIAMETER``. Shared by every family
+(it wraps a family's ``segment``); resizing uses scikit-image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+DEFAULT_OBJECT_DIAMETER = 30.0
+"""Object diameter (px) assumed for a model whose metadata does not state one."""
+
+AUTO_TOLERANCE = 1.3
+"""``diameter=0``: rescale only when the estimate differs from the model's size by more than this factor."""
+
+MIN_OBJECTS_FOR_ESTIMATE = 3
+MAX_SCALE_SIDE = 8192  # refuse rescaled images beyond this side (memory), with a one-line error
+
+
+def model_object_diameter(model: Any) -> float:
+    """The median object diameter (px) ``model`` was trained for (metadata), else the default."""
+    value = (getattr(model, "metadata", None) or {}).get("object_diameter")
+    if isinstance(value, dict):
+        value = value.get("median")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_OBJECT_DIAMETER
+    return value if value > 0 else DEFAULT_OBJECT_DIAMETER
+
+
+def estimate_diameter(labels: np.ndarray) -> float | None:
+    """Median equivalent-circle diameter (px) of the objects in ``labels``; None for fewer than
+    ``MIN_OBJECTS_FOR_ESTIMATE`` objects (no reliable estimate)."""
+    areas = np.bincount(np.asarray(labels).ravel().astype(np.int64))[1:]
+    areas = areas[areas > 0]
+    if len(areas) < MIN_OBJECTS_FOR_ESTIMATE:
+        return None
+    return float(np.median(2.0 * np.sqrt(areas / math.pi)))
+
+
+def check_diameter(diameter: Any) -> float | None:
+    if diameter is None:
+        return None
+    if isinstance(diameter, bool):
+        raise InputError(f"diameter must be a number of pixels (0: estimate), got {diameter!r}")
+    try:
+        value = float(diameter)
+    except (TypeError, ValueError):
+        raise InputError(f"diameter must be a number of pixels (0: estimate), got {diameter!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"diameter must be >= 0 pixels (0: estimate automatically), got {diameter!r}")
+    return value
+
+
+def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W[, C]) -> (round(H*scale), round(W*scale)[, C]) in the same dtype (integers rounded),
+    linear, anti-aliased when shrinking."""
+    from skimage.transform import resize
+
+    shape = tuple(max(8, round(s * scale)) for s in image.shape[:2])
+    if max(shape) > MAX_SCALE_SIDE:
+        raise InputError(f"rescaling the image to its objects' size would make it {shape[1]}x{shape[0]} px "
+                         f"(over {MAX_SCALE_SIDE}); check the diameter")
+    out = resize(image.astype(np.float32), shape + image.shape[2:], order=1, anti_aliasing=scale < 1,
+                 preserve_range=True)
+    if image.dtype.kind in "ui":  # keep the dtype, so dtype-dependent normalisation stays the same
+        info = np.iinfo(image.dtype)
+        return np.clip(np.round(out), info.min, info.max).astype(image.dtype)
+    return out.astype(image.dtype if image.dtype.kind == "f" else np.float32)
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Labels back to ``shape`` by nearest neighbour (ids kept, no new values)."""
+    from skimage.transform import resize
+
+    return resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
+
+
+def segment_at_diameter(segment: Callable[[np.ndarray], np.ndarray], image: np.ndarray, diameter: float,
+                        model_diameter: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Run ``segment`` (image -> labels) with the image rescaled so objects of ``diameter`` px
+    reach ``model_diameter``; ``diameter=0``: estimate from a first pass. Returns the labels at the
+    original size and what was done (``estimated``, ``scale``)."""
+    image = np.asarray(image)
+    info: dict[str, float] = {"scale": 1.0}
+    first = None
+    if diameter == 0:
+        first = segment(image)
+        estimate = estimate_diameter(first)
+        if estimate is None:
+            return first, info
+        info["estimated"] = estimate
+        if max(estimate, model_diameter) / min(estimate, model_diameter) <= AUTO_TOLERANCE:
+            return first, info
+        diameter = estimate
+    scale = model_diameter / diameter
+    if abs(math.log(scale)) < 1e-3 and first is not None:
+        return first, info
+    info["scale"] = scale
+    labels = segment(resize_image(image, scale))
+    return resize_labels(labels, image.shape[:2]), info
