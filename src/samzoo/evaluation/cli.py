@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .. import cli_options as opts
 from ..errors import InputError
 
 
@@ -49,18 +50,19 @@ def register(subparsers: Any) -> None:
                     "--mode interactive runs the μSAM protocol (box or point, then 7 corrections) and reports "
                     "the prompted objects' IoU/Dice/mSA after the first prompt and after the last correction.",
     )
-    p.add_argument("model", metavar="MODEL", help="model ID, checkpoint or BioImage.IO package")
-    p.add_argument("images", metavar="IMAGES", help="image folder, glob pattern or file")
-    p.add_argument("labels", metavar="LABELS", help="label-image folder, glob pattern or file (0 = background)")
+    _add_data_arguments(p)
+    opts.add_model(p)
     p.add_argument("--mode", choices=("ais", "amg", "interactive"), default="ais", help="default: ais")
     p.add_argument("--csv", default=None, metavar="OUT.csv",
                    help="also write the table (interactive: one row per image and iteration)")
+    opts.add_overwrite(p)
+    opts.add_device(p)
     p.add_argument("--param", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
                    help="AIS/AMG parameter overrides (e.g. foreground_threshold=0.6); interactive: batch_size, "
                         "min_object_size, max_objects, use_mask_prompt=0/1")
     p.add_argument("--start", choices=("box", "point"), default="box", help="interactive: first prompt")
     p.add_argument("--iterations", type=int, default=7, help="interactive: correction iterations (default 7)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    opts.add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser(
@@ -69,27 +71,44 @@ def register(subparsers: Any) -> None:
                     "of watershed parameters (mSA), and save MODEL as a samzoo checkpoint whose ais_params are "
                     "the best ones (packages built from it ship them as defaults).",
     )
-    p.add_argument("model", metavar="MODEL", help="model ID, checkpoint or BioImage.IO package")
-    p.add_argument("images", metavar="IMAGES", help="image folder, glob pattern or file")
-    p.add_argument("labels", metavar="LABELS", help="label-image folder, glob pattern or file")
+    _add_data_arguments(p)
+    opts.add_model(p)
     p.add_argument("-o", "--output", required=True, help="tuned checkpoint to write (.pt)")
+    opts.add_overwrite(p)
+    opts.add_device(p)
     p.add_argument("--grid", nargs="+", action="extend", default=None, metavar="KEY=V1,V2",
                    help="replace the default values searched for a parameter (e.g. min_size=0,50)")
     p.add_argument("--amg", action="store_true", help="also tune AMG thresholds (stored in the metadata)")
     p.add_argument("--csv", default=None, metavar="OUT.csv", help="write the full AIS table (best first)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    opts.add_quiet(p)
     p.set_defaults(func=cmd_tune)
 
 
-def _check_csv(path: str | None) -> Path | None:
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="+", metavar="IMAGES LABELS",
+                   help="image folder, glob pattern or file, then the label images the same way (0 = background); "
+                        "a MODEL before them is the old spelling of -m/--model")
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[str | None, str, str]:
+    """(model, images, labels) from ``[MODEL] IMAGES LABELS`` and ``-m``; the positional model is the
+    spelling of the previous release and still works, with a note."""
+    if len(args.data) == 3:
+        if args.model is not None:
+            raise InputError("give the model once: -m/--model ID (a positional MODEL is its old spelling)")
+        opts.deprecation_note(f"the positional MODEL of `samzoo {args.command}`", "-m/--model MODEL")
+        return args.data[0], args.data[1], args.data[2]
+    if len(args.data) != 2:
+        raise InputError(f"expected IMAGES LABELS (and -m/--model MODEL), got {len(args.data)} paths")
+    return args.model, args.data[0], args.data[1]
+
+
+def _check_csv(path: str | None, args: argparse.Namespace, inputs: tuple) -> Path | None:
+    from ..outputs import check_output_file
+
     if path is None:
         return None
-    target = Path(path)
-    if target.suffix.lower() != ".csv":
-        raise InputError(f"--csv must end with .csv: {path}")
-    if target.is_dir():
-        raise InputError(f"--csv is a folder: {path}")
-    return target
+    return check_output_file(path, "--csv", inputs=inputs, overwrite=args.overwrite, suffixes=(".csv",))
 
 
 def _interactive_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -105,9 +124,13 @@ def _interactive_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..devices import inference_device
+    from ..segmentation.api import resolve_model
     from .evaluate import evaluate, resolve_pairs, write_csv
 
-    csv_path = _check_csv(args.csv)
+    model_id, images, labels = _model_and_data(args)
+    csv_path = _check_csv(args.csv, args, (images, labels, model_id))
+    device = inference_device(args.device)
     params = _parse_params(args.param)
     if args.mode == "ais" and params:
         from ..families.microsam.ais import AisParams
@@ -121,8 +144,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         params = _interactive_params(params)
     if args.iterations < 0:
         raise InputError(f"--iterations must be >= 0, got {args.iterations}")
-    pairs = resolve_pairs(args.images, args.labels)
-    result = evaluate(args.model, [p[0] for p in pairs], [p[1] for p in pairs], mode=args.mode, params=params,
+    pairs = resolve_pairs(images, labels)
+    model = resolve_model(model_id, device=device)
+    result = evaluate(model, [p[0] for p in pairs], [p[1] for p in pairs], mode=args.mode, params=params,
                       start=args.start, n_iterations=args.iterations, progress=not args.quiet)
     print(result.format())
     if csv_path is not None:
@@ -138,18 +162,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .evaluate import _read_pair, resolve_pairs
     from .grid_search import DEFAULT_AIS_GRID, ais_grid_search, amg_grid_search, store_result
 
-    output = Path(args.output)
-    if output.suffix.lower() != ".pt":
-        raise InputError(f"--output must end with .pt: {args.output}")
-    csv_path = _check_csv(args.csv)
+    from ..devices import inference_device
+    from ..outputs import check_distinct_outputs, check_output_file
+
+    model_id, images_spec, labels_spec = _model_and_data(args)
+    inputs = (images_spec, labels_spec, model_id)
+    output = check_output_file(args.output, "--output", inputs=inputs, overwrite=args.overwrite, suffixes=(".pt",))
+    csv_path = _check_csv(args.csv, args, inputs)
+    check_distinct_outputs(output, csv_path)
+    device = inference_device(args.device)
     grid = _parse_grid(args.grid)
     ais_grid = {k: v for k, v in grid.items() if k in DEFAULT_AIS_GRID}
     amg_grid = {k: v for k, v in grid.items() if k not in DEFAULT_AIS_GRID}
     if amg_grid and not args.amg:
         raise InputError(f"--grid {', '.join(amg_grid)}: not an AIS parameter (AMG needs --amg)")
-    pairs = resolve_pairs(args.images, args.labels)
+    pairs = resolve_pairs(images_spec, labels_spec)
     data = [_read_pair(i, l) for i, l in pairs]
-    model = resolve_model(args.model)
+    model = resolve_model(model_id, device=device)
     images, labels = [d[0] for d in data], [d[1] for d in data]
     progress = not args.quiet
     if model.has_ais_decoder:
@@ -168,6 +197,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
         store_result(model, result)
         print(f"AMG: best mSA {result.best_msa:.4f} with pred_iou_thresh={result.best.pred_iou_thresh:g}, "
               f"stability_score_thresh={result.best.stability_score_thresh:g}")
-    save_checkpoint(model, output)
+    save_checkpoint(model.to("cpu"), output)
     print(f"wrote {output}")
     return 0

@@ -65,6 +65,7 @@ def register(subparsers: Any) -> None:
     )
     r.add_argument("card", metavar="CARD", help="model card YAML")
     r.add_argument("-o", "--output", metavar="README.md", help="output file (default: print); the cover is copied next to it")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument(
         "--front-matter", action="store_true", help="start with the Hugging Face YAML header (license, tags, ...)"
     )
@@ -129,6 +130,10 @@ def run_card_render(args: argparse.Namespace) -> int:
     from .card import load_card, render_card, write_readme
     from .huggingface import hf_front_matter
 
+    if args.output:
+        from ..outputs import check_output_file
+
+        check_output_file(args.output, "--output", inputs=(args.card,), overwrite=args.overwrite)
     card = load_card(args.card)
     kwargs: dict[str, Any] = {}
     if args.front_matter:

@@ -22,20 +22,26 @@ from .preprocess import as_image_stack
 from .volume import merge_slices
 
 
-def resolve_model(model: Any = None) -> Any:
-    """A loaded model as is; anything else through ``samzoo.api.load_model`` (None: default)."""
+def resolve_model(model: Any = None, *, device: Any = None, offline: bool | None = None,
+                  registry: Any = None) -> Any:
+    """A loaded model (moved to ``device`` when one is given); anything else through
+    ``samzoo.api.load_model`` (None: the shipped default)."""
     from ..api import load_model
     from ..errors import ModelNotFoundError
 
     if isinstance(model, (str, os.PathLike)) or model is None:
         try:
-            return load_model(model)
+            return load_model(model, device=device, offline=offline, registry=registry)
         except ModuleNotFoundError as err:  # an ID that needs the hub, in an install without it
             if err.name and err.name.startswith("samzoo."):
                 raise ModelNotFoundError(f"{model}: not a local file, and resolving model IDs needs {err.name}, "
                                          "which is not installed") from None
             raise
     family_of(model)  # a clear error for objects that are no samzoo model
+    if device is not None:
+        from ..devices import inference_device
+
+        model = model.to(inference_device(device))
     return model
 
 
@@ -55,6 +61,7 @@ def segment(
     halo: int | Sequence[int] | None = None,
     progress: bool = True,
     is_volume: bool | None = None,
+    device: Any = None,
     **options: Any,
 ) -> np.ndarray:
     """Automatic instance segmentation of a 2D image or a volume -> uint32 labels.
@@ -63,14 +70,15 @@ def segment(
     ``amg_params`` (or ``params``) and ``embedding_cache``; every family takes ``params`` (a dict
     of its tunable post-processing parameters, overriding the model's stored values).
     Large images are tiled (``tile_shape``/``halo``); ``is_volume`` resolves 3D arrays (see
-    ``preprocess``); ``progress`` shows tqdm bars.
+    ``preprocess``); ``progress`` shows tqdm bars; ``device`` (``"auto"``, ``"cpu"``,
+    ``"cuda[:N]"``) moves the model there first (default: where it is; a loaded default is on the CPU).
 
     >>> labels = segment(image)                          # doctest: +SKIP
     >>> labels = segment(image, "vit_b_lm", mode="amg")  # doctest: +SKIP
     """
     raw = np.asarray(image)
     slices, volume = _slices(raw, is_volume)
-    model = resolve_model(model)
+    model = resolve_model(model, device=device)
     family = family_of(model)
     results = []
     for data in tqdm(slices, desc="slices", disable=not (progress and volume)):
@@ -80,7 +88,8 @@ def segment(
     return results[0]
 
 
-def segment_from_prompts(image: np.ndarray | None, model: Any = None, **prompts: Any) -> np.ndarray:
+def segment_from_prompts(image: np.ndarray | None, model: Any = None, *, device: Any = None,
+                         **prompts: Any) -> np.ndarray:
     """Interactive segmentation of a 2D image -> uint32 labels, one object per prompt, for every
     family that takes prompts (μSAM: ``points`` (x, y) with ``point_labels``, ``boxes``
     (x0, y0, x1, y1), ``tile_shape``, ``halo``, ``embedding_cache``, ``predictor``).
@@ -88,7 +97,7 @@ def segment_from_prompts(image: np.ndarray | None, model: Any = None, **prompts:
     >>> masks = segment_from_prompts(image, boxes=[[10, 10, 60, 70]])  # doctest: +SKIP
     """
     predictor = prompts.get("predictor")
-    model = predictor.model if predictor is not None and model is None else resolve_model(model)
+    model = predictor.model if predictor is not None and model is None else resolve_model(model, device=device)
     family = family_of(model)
     if family.segment_from_prompts is None:
         raise InputError(f"{family.title} models take no prompts; use segment() for automatic segmentation")

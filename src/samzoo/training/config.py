@@ -7,6 +7,8 @@ exact config is written next to the run's checkpoints, so every trained model ha
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (and save) after this much wall time
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         bad = sorted(set(self.freeze) - set(FREEZABLE))
         if bad:
             raise InputError(f"cannot freeze {bad}; choose from {list(FREEZABLE)}")
@@ -89,6 +92,19 @@ class TrainConfig:
             raise InputError(f"early_stopping must be >= 1 validations or null (off), got {self.early_stopping}")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise InputError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        for name in ("n_objects", "threads", "log_every", "n_val", "min_objects"):
+            if getattr(self, name) < (0 if name in ("n_val", "min_objects") else 1):
+                raise InputError(f"{name} must be >= {0 if name in ('n_val', 'min_objects') else 1}, "
+                                 f"got {getattr(self, name)}")
+        for name in ("box_probability", "mask_prompt_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise InputError(f"lr must be > 0, got {self.lr}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise InputError(f"max_minutes must be > 0 (or null: no limit), got {self.max_minutes}")
+        if self.lora_rank < 0 or self.warmup_iterations < 0:
+            raise InputError("lora_rank and warmup_iterations must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,13 +121,68 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Does ``value`` (from YAML) fit the field's annotation? bool is no int, an int is a float."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _check_field_types(config: "TrainConfig") -> None:
+    """One schema check for every field (the annotations are the schema): wrong types from a YAML
+    file are a one-line error naming the field, not a TypeError deep inside training."""
+    hints = typing.get_type_hints(type(config))
+    problems = [f"{f.name} must be {_type_name(hints[f.name])}, got {getattr(config, f.name)!r}"
+                for f in dataclasses.fields(config) if not _type_ok(getattr(config, f.name), hints[f.name])]
+    if problems:
+        raise InputError("invalid training config: " + "; ".join(problems[:4])
+                         + (f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""))
+    for i, source in enumerate(config.data + (config.val_data or [])):
+        weight = source.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise InputError(f"data source {i}: weight must be a number >= 0, got {weight!r}")
+
+
 def load_config(path: str | Path) -> TrainConfig:
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"training config not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: a training config must be UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise InputError(f"{path}: invalid YAML{where}: {problem}") from None
+    data = data or {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: a training config must be a YAML mapping")
     return TrainConfig.from_dict(data)
