@@ -7,8 +7,6 @@ exact config is written next to the run's checkpoints, so every trained model ha
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +97,8 @@ class TrainConfig:
         for name in ("box_probability", "mask_prompt_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise InputError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.lr < 1e3:
+            raise InputError(f"lr must be a number >= 0, got {self.lr}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"max_minutes must be > 0 (or null: no limit), got {self.max_minutes}")
         if self.lora_rank < 0 or self.warmup_iterations < 0:
@@ -111,6 +109,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise InputError(f"a training config must be a mapping, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -121,44 +121,14 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    """Does ``value`` (from YAML) fit the field's annotation? bool is no int, an int is a float."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is Any:
-        return True
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is list:
-        (item,) = typing.get_args(hint) or (Any,)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
 def _check_field_types(config: "TrainConfig") -> None:
     """One schema check for every field (the annotations are the schema): wrong types from a YAML
     file are a one-line error naming the field, not a TypeError deep inside training."""
-    hints = typing.get_type_hints(type(config))
-    problems = [f"{f.name} must be {_type_name(hints[f.name])}, got {getattr(config, f.name)!r}"
-                for f in dataclasses.fields(config) if not _type_ok(getattr(config, f.name), hints[f.name])]
+    from ..schema import summarize, type_problems
+
+    problems = type_problems(config)
     if problems:
-        raise InputError("invalid training config: " + "; ".join(problems[:4])
-                         + (f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""))
+        raise InputError("invalid training config: " + summarize(problems))
     for i, source in enumerate(config.data + (config.val_data or [])):
         weight = source.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
