@@ -306,6 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samzoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `samzoo models --json | head`: the reader left; stop quietly like other tools
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not raise again
+        return 141
 
 
 if __name__ == "__main__":

@@ -62,8 +62,48 @@ def _upload_file(path: Path, role: str, name: str | None = None) -> UploadFile:
     return UploadFile(name=name or path.name, path=path, role=role, size=size, sha256=sha256, md5=md5, git_sha1=git_sha1)
 
 
+def _check_package(path: Path) -> None:
+    """A BioImage.IO model package: a zip whose rdf.yaml/bioimageio.yaml is a ``type: model``
+    mapping and that holds every weights file it lists (cheap checks, before any upload)."""
+    import yaml
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            rdf = next((n for n in ("rdf.yaml", "bioimageio.yaml") if n in names), None)
+            if rdf is None:
+                raise PublishError(f"package {path} has no rdf.yaml/bioimageio.yaml: not a BioImage.IO package")
+            info = archive.getinfo(rdf)
+            if info.file_size > 10 * 1024 * 1024:
+                raise PublishError(f"package {path}: {rdf} is implausibly large ({info.file_size} bytes)")
+            description = yaml.safe_load(archive.read(rdf).decode("utf-8"))
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise PublishError(f"package {path} is not a readable BioImage.IO package: {str(err).splitlines()[0]}") from None
+    if not isinstance(description, dict) or description.get("type") != "model":
+        raise PublishError(f"package {path}: {rdf} does not describe a model (type: model)")
+    weights = description.get("weights") or {}
+    if not isinstance(weights, dict):
+        raise PublishError(f"package {path}: weights in {rdf} must be a mapping")
+    for fmt, entry in weights.items():
+        source = entry.get("source") if isinstance(entry, dict) else None
+        if isinstance(source, str) and "://" not in source and source not in names:
+            raise PublishError(f"package {path} lists {fmt} weights {source!r} but does not contain them")
+
+
+def _check_checkpoint(path: Path) -> None:
+    """The checkpoint must load as a model (tensors only; nothing in it runs)."""
+    from ..api import load_checkpoint_file
+    from ..errors import SamzooError
+
+    try:
+        load_checkpoint_file(path)
+    except SamzooError as err:
+        raise PublishError(f"checkpoint {path} does not load, so it is not published: {err}") from None
+
+
 def check_inputs(packages: Sequence[str | os.PathLike], checkpoint: str | os.PathLike | None) -> list[Path]:
-    """The package paths, after checking that each is a readable zip and the checkpoint exists."""
+    """The package paths, after checking -- before any request -- that each is a BioImage.IO model
+    package and that the checkpoint loads: ``publish`` never uploads whatever it is given."""
     if not packages:
         raise PublishError("no package given: pass the BioImage.IO package zip(s) to publish")
     paths = []
@@ -73,9 +113,12 @@ def check_inputs(packages: Sequence[str | os.PathLike], checkpoint: str | os.Pat
             raise PublishError(f"package {path} does not exist (expected a BioImage.IO package .zip)")
         if not zipfile.is_zipfile(path):
             raise PublishError(f"package {path} is not a zip file (expected a BioImage.IO package .zip)")
+        _check_package(path)
         paths.append(path)
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise PublishError(f"checkpoint {checkpoint} does not exist")
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise PublishError(f"checkpoint {checkpoint} does not exist")
+        _check_checkpoint(Path(checkpoint))
     return paths
 
 
@@ -148,5 +191,32 @@ def collect_files(
     return files
 
 
+_STAGING_PREFIX = "samzoo-publish-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _sweep_stale_staging(root: Path) -> None:
+    """Remove staging folders of publish runs that were killed (``kill -9`` skips every cleanup):
+    their names carry the pid, and a folder whose process is gone is left over."""
+    import shutil
+
+    for folder in root.glob(f"{_STAGING_PREFIX}*-*"):
+        pid_text = folder.name[len(_STAGING_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def staging_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="samzoo-publish-")
+    """A temporary folder named after this process; leftovers of killed runs are removed first."""
+    root = Path(tempfile.gettempdir())
+    _sweep_stale_staging(root)
+    return tempfile.TemporaryDirectory(prefix=f"{_STAGING_PREFIX}{os.getpid()}-")

@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
         description=PUBLISH_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("packages", nargs="+", metavar="PACKAGE", help="BioImage.IO package zip(s)")
+    p.add_argument("packages", nargs="*", metavar="PACKAGE", help="BioImage.IO package zip(s)")
     p.add_argument(
         "--to",
         nargs="+",
@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--sandbox", action="store_true", help="Zenodo: use https://sandbox.zenodo.org")
     p.add_argument("--private", action="store_true", help="Hugging Face: create the repository as private")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; no network access")
+    p.add_argument("--new-draft", action="store_true",
+                   help="Zenodo: start a new draft although an earlier run was interrupted while creating one "
+                        "(after deleting that draft on Zenodo)")
     p.set_defaults(func=run_publish)
 
     c = subparsers.add_parser("card", help="check and render model cards")
@@ -75,21 +78,24 @@ def register(subparsers: Any) -> None:
     k.set_defaults(func=run_card_check)
 
 
-def _parse_target(values: list[str]) -> tuple[str, str | None]:
+def _parse_target(values: list[str]) -> tuple[str, str | None, list[str]]:
+    """(target, repository, packages that followed --to): ``--to zenodo pkg.zip`` and
+    ``--to hf ORG/REPO pkg.zip`` work as well as packages before --to."""
     target = values[0].lower()
     if target == "zenodo":
-        if len(values) > 1:
-            raise PublishError(f"--to zenodo takes no repository (got {' '.join(values[1:])!r}); put packages before --to")
-        return "zenodo", None
+        return "zenodo", None, list(values[1:])
     if target in ("hf", "huggingface", "hugging-face"):
-        if len(values) != 2:
+        if len(values) < 2 or values[1].lower().endswith(".zip"):
             raise PublishError("--to hf needs the repository: --to hf ORG/REPO")
-        return "hf", values[1]
+        return "hf", values[1], list(values[2:])
     raise PublishError(f"unknown publishing target {values[0]!r}: use --to zenodo or --to hf ORG/REPO")
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    target, repo = _parse_target(args.to)
+    target, repo, more = _parse_target(args.to)
+    args.packages = list(args.packages) + more
+    if not args.packages:
+        raise PublishError("no package given: samzoo publish PACKAGE.zip --to zenodo (or --to hf ORG/REPO)")
     if target == "zenodo":
         if args.private:
             raise PublishError("--private is for Hugging Face; Zenodo records are public")
@@ -102,6 +108,7 @@ def run_publish(args: argparse.Namespace) -> int:
             new_version_of=args.new_version_of,
             sandbox=args.sandbox,
             dry_run=args.dry_run,
+            new_draft=args.new_draft,
         )
     else:
         if args.new_version_of or args.sandbox:
