@@ -157,6 +157,8 @@ def _add_segment(subparsers) -> None:
                    help="do not read or write cached image embeddings")
     p.add_argument("--volume", action="store_true",
                    help="read a 3D array as a (Z, H, W) stack and merge objects across slices")
+    p.add_argument("--channel-axis", type=int, default=None, choices=(0, -1), metavar="0|-1",
+                   help="the axis of a 3D array that holds channels (needed for a (2|3, H, W) array without --volume)")
     opts.add_quiet(p)
     p.set_defaults(func=_run_segment)
 
@@ -210,12 +212,18 @@ def _run_segment(args: argparse.Namespace) -> int:
     cache = not args.no_embedding_cache
     progress = not args.quiet
     if interactive:
+        from .segmentation.api import _slices
+
+        slices, volume = _slices(image, None, args.channel_axis)  # the same layout rule as automatic mode
+        if volume:
+            raise InputError(f"--points/--boxes work on 2D images; {args.input} is read as a volume of {len(slices)} slices")
+        image = slices[0]
         labels = segment_from_prompts(image, model, points=points, point_labels=point_labels, boxes=boxes,
                                       tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress)
     else:
         labels = segment(image, model, mode=mode, ais_params=ais_params, amg_params=amg_params,
                          tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress,
-                         is_volume=True if args.volume else None)
+                         is_volume=True if args.volume else None, channel_axis=args.channel_axis)
     write_labels(output, labels)
     import numpy as np
 

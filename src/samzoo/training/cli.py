@@ -44,7 +44,9 @@ def _train(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a SAM + AIS decoder model (μSAM recipe)")
     p.add_argument("config", nargs="?", help="training config YAML (see samzoo.training.config.TrainConfig)")
-    p.add_argument("--preset", help="a named training preset instead of a YAML file (test, tiny-cpu, finetune)")
+    p.add_argument("--preset", help="a named training preset instead of a YAML file: test (seconds), finetune-cpu (minutes: "
+                        "fine-tunes the shipped model on data/train + data/val folders), finetune (GPU, from vit_b), "
+                        "tiny-from-scratch (~90 min CPU), lm-generalist, em-organelles, specialist")
     opts.add_output(p, "output folder (overrides out_dir)", old="--out")
     p.add_argument("--iterations", type=int, help="override the number of iterations (>= 1)")
     p.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]", help="override the config's device")

@@ -134,8 +134,13 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def preset(name: str, **changes: Any) -> ModelConfig:
-    """A named architecture, optionally with fields changed."""
+def architecture(name: str, **changes: Any) -> ModelConfig:
+    """A named architecture (vit_b, vit_l, vit_h, vit_t, tiny, test), optionally with fields
+    changed. "Preset" means a *training* preset (``samzoo train --preset``); this is the model's
+    shape. ``preset`` is this function's old name and keeps working for one release."""
     if name not in PRESETS:
         raise CheckpointError(f"unknown architecture {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name].replace(**changes) if changes else PRESETS[name]
+
+
+preset = architecture  # old name (one release): "preset" now means training presets only
