@@ -165,3 +165,21 @@ def test_finetune_cpu_runs_on_user_folders(tmp_path, disks, capsys):
     assert trainer.model.metadata.get("name") == "samzoo-lm-tiny"  # starts from the shipped model
     trainer.fit()
     assert (trainer.ckpt_dir / "best.pt").is_file()
+
+
+def test_evaluate_writes_metrics_into_a_checkpoint(capsys, tmp_path, disks, tiny_checkpoint):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    tifffile.imwrite(images / "a.tif", disks[0])
+    tifffile.imwrite(labels / "a.tif", np.zeros(disks[0].shape, np.uint16))
+    out = tmp_path / "with-metrics.pt"
+    assert main(["evaluate", str(images), str(labels), "-m", str(tiny_checkpoint), "-q",
+                 "--write-metrics", str(out)]) == 0
+    capsys.readouterr()
+    metrics = samzoo.load_checkpoint(out).metadata["metrics"]
+    assert metrics["ais on images"]["n_images"] == 1 and "msa" in metrics["ais on images"]
+    from samzoo.packaging.metadata import metrics_table
+
+    assert "ais on images / msa" in metrics_table(samzoo.load_checkpoint(out).metadata)
+    _one_line_exit_2(capsys, ["evaluate", images, labels, "-m", tiny_checkpoint, "--write-metrics", tiny_checkpoint,
+                              "--overwrite"], "input")

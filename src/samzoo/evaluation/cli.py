@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--mode", choices=("ais", "amg", "interactive"), default="ais", help="default: ais")
     p.add_argument("--csv", default=None, metavar="OUT.csv",
                    help="also write the table (interactive: one row per image and iteration)")
+    p.add_argument("--write-metrics", default=None, metavar="OUT.pt",
+                   help="save the model as a samzoo checkpoint with these mean scores in metadata['metrics'] "
+                        "(packages and model cards then show them); never over the input model")
     opts.add_overwrite(p)
     opts.add_device(p)
     p.add_argument("--param", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
@@ -128,8 +131,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..segmentation.api import resolve_model
     from .evaluate import evaluate, resolve_pairs, write_csv
 
+    from ..outputs import check_distinct_outputs, check_output_file
+
     model_id, images, labels = _model_and_data(args)
     csv_path = _check_csv(args.csv, args, (images, labels, model_id))
+    metrics_path = None
+    if args.write_metrics:
+        metrics_path = check_output_file(args.write_metrics, "--write-metrics", inputs=(images, labels, model_id),
+                                         overwrite=args.overwrite, suffixes=(".pt",))
+    check_distinct_outputs(csv_path, metrics_path)
     device = inference_device(args.device)
     params = _parse_params(args.param)
     if args.mode == "ais" and params:
@@ -153,7 +163,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = result.iterations if args.mode == "interactive" else result.table
         write_csv(rows, csv_path)
         print(f"wrote {csv_path}")
+    if metrics_path is not None:
+        _save_with_metrics(model, result, args, images, metrics_path)
+        print(f"wrote {metrics_path}")
     return 0
+
+
+def _save_with_metrics(model: Any, result: Any, args: argparse.Namespace, images: str, path: Path) -> None:
+    """The model as a samzoo checkpoint whose ``metadata["metrics"]`` holds this evaluation's means
+    (one entry per mode and data set, so several evaluations accumulate)."""
+    from ..families.microsam.checkpoint import save_checkpoint
+    from ..families.microsam.model import SamzooModel
+
+    if not isinstance(model, SamzooModel):
+        raise InputError("--write-metrics needs a μSAM model (a samzoo checkpoint can carry metrics)")
+    entry = {k: v for k, v in result.mean.items() if k != "image"}
+    entry["n_images"] = len(result.rows)
+    metrics = dict(model.metadata.get("metrics") or {})
+    metrics[f"{args.mode} on {Path(images).name or images}"] = entry
+    model.metadata["metrics"] = metrics
+    save_checkpoint(model.to("cpu"), path)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
