@@ -83,7 +83,8 @@ def _tif(tmp_path, disks):
     return tmp_path / "i.tif"
 
 
-def test_old_spellings_still_work_with_a_note(capsys, tmp_path, disks, tiny_checkpoint):
+def test_old_spellings_still_work_with_a_note(capsys, tmp_path, disks, tiny_checkpoint, monkeypatch):
+    monkeypatch.setattr("samzoo.cli_options._warned", set())  # the note is printed once per process
     images, labels = tmp_path / "images", tmp_path / "labels"
     images.mkdir(), labels.mkdir()
     tifffile.imwrite(images / "a.tif", disks[0])
