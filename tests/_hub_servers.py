@@ -269,6 +269,15 @@ def zenodo_record(server: FileServer, record_id: int, files: dict[str, bytes], *
 
 def bioimageio_model(server: FileServer, folder: str, weights: bytes, *, extra: dict[str, bytes] | None = None) -> dict:
     """Serve a minimal valid BioImage.IO 0.5 model package under ``folder`` (``/a/b/files``)."""
+    files = minimal_package(weights, extra=extra)
+    for name, data in files.items():
+        server.add(f"{folder}/{name}", data)
+    files.pop("rdf.yaml")
+    return files
+
+
+def minimal_package(weights: bytes, *, extra: dict[str, bytes] | None = None, name: str = "tiny test model") -> dict:
+    """The files (rdf.yaml included) of a minimal valid BioImage.IO 0.5 model package."""
     import io
 
     import numpy as np
@@ -289,7 +298,7 @@ def bioimageio_model(server: FileServer, folder: str, weights: bytes, *, extra: 
     axes = [{"type": "batch"}, {"type": "channel", "channel_names": ["c"]},
             {"type": "space", "id": "y", "size": 8}, {"type": "space", "id": "x", "size": 8}]
     rdf = {
-        "type": "model", "format_version": "0.5.4", "name": "tiny test model", "description": "test",
+        "type": "model", "format_version": "0.5.4", "name": name, "description": "test",
         "authors": [{"name": "Test Author"}], "cite": [{"text": "test", "doi": "10.1038/s41592-024-02580-4"}],
         "license": "MIT", "documentation": "README.md",
         "inputs": [{"id": "raw", "axes": axes,
@@ -301,11 +310,8 @@ def bioimageio_model(server: FileServer, folder: str, weights: bytes, *, extra: 
                                            "pytorch_version": "2.0"}},
     }
     if extra:
-        rdf["attachments"] = [{"source": name, "sha256": sha[name]} for name in extra]
-    for name, data in files.items():
-        server.add(f"{folder}/{name}", data)
-    server.add(f"{folder}/rdf.yaml", yaml.safe_dump(rdf).encode())
-    return files
+        rdf["attachments"] = [{"source": file, "sha256": sha[file]} for file in extra]
+    return {**files, "rdf.yaml": yaml.safe_dump(rdf).encode()}
 
 
 def write_registry(path: Path, models: list[dict]) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _hub_servers import minimal_package
 
 from samzoo.publishing.card import MUSAM_DOI, validate_card
 from samzoo.publishing.cli import main as cli_main
@@ -37,9 +38,10 @@ CARD = {
 
 
 def write_package(path: Path, payload: str) -> Path:
+    """A minimal valid BioImage.IO package (publishing checks descriptions and hashes first)."""
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("rdf.yaml", f"type: model\nname: {payload}\n")
-        archive.writestr("weights.pt", payload.encode() * 300)
+        for name, data in minimal_package(payload.encode() * 300, name=payload).items():
+            archive.writestr(name, data)
     return path
 
 

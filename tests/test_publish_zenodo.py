@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _hub_servers import minimal_package
 
 from samzoo.errors import PublishError
 from samzoo.publishing._http import RetryPolicy
@@ -62,9 +63,10 @@ CARD = {
 
 
 def write_package(path: Path, payload: str) -> Path:
+    """A minimal valid BioImage.IO package (publishing checks descriptions and hashes first)."""
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("rdf.yaml", f"type: model\nname: {payload}\n")
-        archive.writestr("weights.pt", payload.encode() * 200)
+        for name, data in minimal_package(payload.encode() * 200, name=payload).items():
+            archive.writestr(name, data)
     return path
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .default_model import DEFAULT_MODEL_ID, default_checkpoint_path
-from .errors import ModelNotFoundError, SamzooError
+from .errors import CheckpointError, ModelNotFoundError, SamzooError
 from .families import detect_family
 from .state_files import read_state
 
@@ -80,19 +80,44 @@ def _load_local(path: Path, decoder: Path | None = None) -> Any:
 
 def _load_remote(model_id: str, *, offline: bool | None, registry: Any = None) -> Any:
     from .hub import fetch_files
+    from .hub.fetch import main_file
 
     files = fetch_files(model_id, offline=offline, registry=registry)
-    main = files.get("checkpoint") or files.get("package")
-    if main is None:
-        raise ModelNotFoundError(f"{model_id} resolved to no checkpoint or package ({sorted(files)})")
+    main = Path(main_file(files))
     try:
-        return _load_local(Path(main), decoder=files.get("decoder"))
-    except SamzooError as err:
-        from .hub.download import is_unverified
+        return _load_local(main, decoder=files.get("decoder"))
+    except CheckpointError:
+        _forget_fetched_package(main)
+        _raise_with_unverified_note(files, model_id)
+        raise
+    except SamzooError:
+        _raise_with_unverified_note(files, model_id)
+        raise
 
-        unverified = [str(p) for p in files.values() if Path(p).is_file() and is_unverified(p)]
-        if not unverified:
-            raise
-        raise type(err)(f"{err} -- note: {', '.join(unverified)} was downloaded without a hash or size to "
-                        f"verify it and may be incomplete; remove it with `samzoo cache clear {model_id}` "
-                        "and fetch again") from None
+
+def _raise_with_unverified_note(files: dict, model_id: str) -> None:
+    """Re-raise the current error with a hint when a file came without a hash or size to verify it."""
+    import sys
+
+    from .hub.download import is_unverified
+
+    err = sys.exc_info()[1]
+    unverified = [str(p) for p in files.values() if Path(p).is_file() and is_unverified(p)]
+    if err is None or not unverified:
+        return
+    raise type(err)(f"{err} -- note: {', '.join(unverified)} was downloaded without a hash or size to "
+                    f"verify it and may be incomplete; remove it with `samzoo cache clear {model_id}` "
+                    "and fetch again") from None
+
+
+def _forget_fetched_package(path: Path) -> None:
+    """A downloaded package folder that cannot be loaded (its hashes were right, its content is
+    not) leaves the cache, so a bad package is never kept as if it were usable."""
+    import shutil
+
+    from .cache import cache_dir
+
+    root = cache_dir().resolve()
+    path = path.resolve()
+    if path.is_dir() and root in path.parents:
+        shutil.rmtree(path, ignore_errors=True)

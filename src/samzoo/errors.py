@@ -13,6 +13,11 @@ class CheckpointError(SamzooError):
     """A checkpoint that cannot be read or does not fit the architecture it claims."""
 
 
+class PackageIntegrityError(CheckpointError):
+    """A BioImage.IO package whose description is invalid, or whose files are missing or differ from
+    the sha256 its description records; the message names the file or field."""
+
+
 class ModelNotFoundError(SamzooError, LookupError):
     """An ID or path that does not resolve to a model."""
 

@@ -13,6 +13,7 @@ version stays at the version first fetched (``refresh=True`` looks again).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import yaml
@@ -21,7 +22,7 @@ from ..cache import cache_dir
 from ..errors import ModelNotFoundError
 from .download import atomic_write_text, compute_hash, download_file, is_offline, offline_error, write_record
 from .resolve import ResolvedModel
-from .store import classify_folder, complete_and_trusted, write_complete
+from .store import classify_folder, complete_and_trusted, read_complete, write_complete
 
 
 def fetch_bioimageio(res: ResolvedModel, *, offline: bool | None, progress: bool, refresh: bool = False,
@@ -32,8 +33,18 @@ def fetch_bioimageio(res: ResolvedModel, *, offline: bool | None, progress: bool
     if is_offline(offline):
         raise offline_error(res.query, item)
 
+    had_copy = read_complete(item) is not None
+    try:
+        return _download_package(res, item, progress=progress, suggestions=suggestions or [])
+    except BaseException:
+        if not had_copy:  # nothing of a package that failed stays in the cache
+            shutil.rmtree(item, ignore_errors=True)
+        raise
+
+
+def _download_package(res: ResolvedModel, item: Path, *, progress: bool, suggestions: list[str]) -> dict[str, Path]:
     source = res.details["bioimageio_id"]
-    opened, descr, content = _describe(source, res, suggestions or [])
+    opened, descr, content = _describe(source, res, suggestions)
     hashes: dict[str, str] = {}
     rdf_name = "rdf.yaml"
     rdf_content = None

@@ -68,6 +68,11 @@ def fetch(model_id: str | os.PathLike, *, offline: bool | None = None, registry:
 
 
 def main_file(files: dict[str, Path]) -> Path:
+    """The file a model loads from: an unpacked package folder (its rdf.yaml says what its files are;
+    its weights file is not a checkpoint of its own), else the checkpoint, else the package zip."""
+    package = files.get(ROLE_PACKAGE)
+    if package is not None and package.is_dir():
+        return package
     for role in (ROLE_CHECKPOINT, ROLE_PACKAGE):
         if role in files:
             return files[role]

@@ -56,6 +56,7 @@ from ..io import read_image
 from ..families.microsam.ais_decoder import AIS_CHANNELS, decode_embedding
 from ..families.microsam.model import SamzooModel
 from . import metadata as md
+from .card_files import stage_card_files
 from .architectures import (
     normalized_input,
     packaged_state,
@@ -468,6 +469,7 @@ class _Build:
         self.ais_params, self.sample_what = ais_params, sample_what
         self.weights_path: Path | None = None
         self.torchscript_path: Path | None = None
+        self.attachments: list[Path] = []  # the model card and its cover (samzoo.packaging.card_files)
 
     def common(self, kind: str, spec, cover: Path, tolerances: list[dict], suffix: str, inputs, outputs, weights,
                extra_tags: Sequence[str]) -> Any:
@@ -498,6 +500,8 @@ class _Build:
             inputs=inputs,
             outputs=outputs,
             weights=weights,
+            attachments=[spec.FileDescr(source=p) for p in self.attachments],
+            parent=md.linked_parent(spec, self.model.metadata),
             config=spec.Config(
                 bioimageio=spec.BioimageioConfig(reproducibility_tolerance=_tolerances(spec, tolerances)),
                 samzoo=samzoo_cfg,
@@ -558,6 +562,7 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
         if bad:
             raise InputError(f"unknown package kind(s) {bad}; known: {', '.join(KINDS)}")
     outdir = _check_outdir(outdir)
+    card_source = card  # a given card travels inside every package (samzoo_card.yaml)
     if card is not None:  # a bad card fails before the model is even loaded
         card = _resolve_card(card, None, "model")
     if sample_image is not None:  # a bad sample image fails before the model is loaded
@@ -573,6 +578,9 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
         image_chw, given_labels, sample_what = _prepare_sample(None, model.config.img_size)
     if card is None:
         card = _resolve_card(None, model.metadata, model.metadata.get("name") or model.config.name)
+    elif md.card_model_problems(card, model.metadata):
+        raise InputError(f"model card {card.get('name')!r} does not describe this checkpoint: "
+                         + "; ".join(md.card_model_problems(card, model.metadata)))
 
     wanted = list(kinds) if kinds is not None else list(KINDS)
     if not model.has_ais_decoder:
@@ -601,8 +609,9 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
         work = Path(tmp)
         # one validation context: each file (the weights above all) is hashed once for all packages
         with ValidationContext(perform_io_checks=True, log_warnings=False):
+            attachments = stage_card_files(card_source, work / "card") if card_source is not None else []
             built = _build_all(model, card, formats, work, ais_params, sample_what, image_chw, given_labels,
-                               wanted)
+                               wanted, attachments)
         return _write_zips(built, finals, outdir)
 
 
@@ -627,12 +636,14 @@ def _phase(name: str, start: float) -> None:
         log.debug("%s: %.1f s, peak RSS so far %.2f GB", name, time.perf_counter() - start, peak)
 
 
-def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, given_labels, wanted):
+def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, given_labels, wanted,
+               attachments=()):
     import bioimageio.spec.model.v0_5 as spec
 
     from ..families.microsam.ais import AisParams, watershed_from_prediction
 
     b = _Build(model, card, formats, work, ais_params, sample_what)
+    b.attachments = list(attachments)
     cfg = model.config
     channels = image_chw.shape[0]
     test_image = image_chw.astype(np.float32)[None]

@@ -1,9 +1,10 @@
 """Rebuild a :class:`SamzooModel` from a BioImage.IO package (zip or unpacked folder).
 
-Members are read straight from the zip (nothing is extracted): only the description
-(``rdf.yaml`` / ``bioimageio.yaml``) and the ``pytorch_state_dict`` weights entry are opened, their
-names must be plain relative paths inside the package, and sizes are capped, so a crafted archive
-cannot write anywhere or exhaust memory. Weights are read with ``torch.load(weights_only=True)``.
+Members are read straight from the zip (nothing is extracted); their names must be plain relative
+paths inside the package, and sizes are capped, so a crafted archive cannot write anywhere or exhaust
+memory. Before anything is used, the description is validated and every file it names is checked
+against its sha256 (:mod:`samzoo.packaging.integrity`). Weights are read with
+``torch.load(weights_only=True)``.
 
 samzoo packages carry the model config, AIS parameters and metadata in ``config.samzoo`` and the
 flat ``{sam.*, ais_decoder.*}`` weights, so the round trip is exact. Packages made by micro-sam
@@ -27,6 +28,7 @@ from ..errors import CheckpointError, ModelNotFoundError
 from ..families.microsam.config import ModelConfig
 from ..families.microsam.model import SamzooModel
 from .architectures import DECODER_PREFIX, load_packaged_state
+from .integrity import check_package, remember_valid
 
 DESCRIPTION_NAMES = ("rdf.yaml", "bioimageio.yaml")
 MAX_DESCRIPTION_BYTES = 16 * 1024 * 1024
@@ -142,14 +144,18 @@ def load_package_model(path: str | os.PathLike) -> SamzooModel:
     pkg = _Package(path)
     try:
         rdf = _description(pkg)
+        checked = check_package(pkg, rdf, str(path))  # nothing in a changed or damaged package is used
         weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
         if not isinstance(weights, Mapping) or "source" not in weights:
             raise CheckpointError(f"{path} has no pytorch_state_dict weights; samzoo can only load those")
         weights_name = _safe_member(weights["source"], "weights source")
         samzoo_cfg = (rdf.get("config") or {}).get("samzoo")
         if isinstance(samzoo_cfg, Mapping) and "model_config" in samzoo_cfg:
-            return _load_samzoo(pkg, rdf, weights, weights_name, samzoo_cfg)
-        return _load_foreign(pkg, rdf, weights_name)
+            model = _load_samzoo(pkg, rdf, weights, weights_name, samzoo_cfg)
+        else:
+            model = _load_foreign(pkg, rdf, weights_name)
+        remember_valid(checked)
+        return model
     finally:
         pkg.close()
 

@@ -154,8 +154,47 @@ def default_card(model_metadata: Mapping[str, Any], fallback_name: str) -> dict[
         "tags": list(meta.get("tags") or ["segment-anything", "micro-sam", "instance-segmentation"]),
         "version": str(meta.get("version") or "0.1.0"),
         "training_data": meta.get("training_data"),
-        "parent_model": meta.get("parent_model"),
+        "parent_model": _parent_reference(meta),
     }
+
+
+def _parent_reference(meta: Mapping[str, Any]) -> Any:
+    """The card's ``parent_model`` from checkpoint metadata (``parent``, written by training)."""
+    parent = meta.get("parent") or meta.get("parent_model")
+    if isinstance(parent, Mapping):
+        return {k: str(parent[k]) for k in ("id", "doi", "url") if parent.get(k)} or None
+    return str(parent) if parent else None
+
+
+def linked_parent(spec, model_metadata: Mapping[str, Any]):
+    """The rdf ``parent`` (a bioimage.io model ID and version) of a fine-tuned model, or None when its
+    parent has no bioimage.io ID (it is then named in ``config.samzoo.metadata.parent`` and the README)."""
+    parent = model_metadata.get("parent") if isinstance(model_metadata, Mapping) else None
+    ref = parent.get("bioimageio_id") if isinstance(parent, Mapping) else None
+    if not ref:
+        return None
+    model_id, _, version = str(ref).partition("/")
+    return spec.LinkedModel(id=spec.ModelId(model_id), version=spec.Version(version) if version else None)
+
+
+def card_model_problems(card: Mapping[str, Any], model_metadata: Mapping[str, Any]) -> list[str]:
+    """Why ``card`` cannot describe the model whose checkpoint metadata is ``model_metadata``.
+
+    A fine-tuned checkpoint names its parent (``metadata["parent"]``); a card for it must name a
+    parent too (``parent_model``), and must not be the parent's own card -- otherwise the package
+    would present the parent's name and measured metrics as the fine-tuned model's."""
+    parent = model_metadata.get("parent") if isinstance(model_metadata, Mapping) else None
+    if not isinstance(parent, Mapping):
+        return []
+    label = parent.get("name") or parent.get("id")
+    problems = []
+    if not card.get("parent_model"):
+        problems.append(f"the checkpoint was fine-tuned from {label}, but the card names no parent_model "
+                        f"(a card for the fine-tuned model names its parent: parent_model: {parent.get('id')})")
+    own = {str(card.get(k)).strip().lower() for k in ("id", "name") if card.get(k)}
+    if own & {str(parent.get(k)).strip().lower() for k in ("id", "name") if parent.get(k)}:
+        problems.append(f"the card is the parent model's ({label}); write a card for the fine-tuned model")
+    return problems
 
 
 def slug(name: str) -> str:

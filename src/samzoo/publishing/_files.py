@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CardError, PublishError
+from ..packaging.card_files import CARD_FILENAME  # the card's file name in a package and in a publication
 from .card import ModelCard, load_card
 
-#: File name of the model card inside a publication (and, by convention, inside a package zip).
-CARD_FILENAME = "samzoo_card.yaml"
 README_FILENAME = "README.md"
 
 
@@ -62,34 +61,6 @@ def _upload_file(path: Path, role: str, name: str | None = None) -> UploadFile:
     return UploadFile(name=name or path.name, path=path, role=role, size=size, sha256=sha256, md5=md5, git_sha1=git_sha1)
 
 
-def _check_package(path: Path) -> None:
-    """A BioImage.IO model package: a zip whose rdf.yaml/bioimageio.yaml is a ``type: model``
-    mapping and that holds every weights file it lists (cheap checks, before any upload)."""
-    import yaml
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            rdf = next((n for n in ("rdf.yaml", "bioimageio.yaml") if n in names), None)
-            if rdf is None:
-                raise PublishError(f"package {path} has no rdf.yaml/bioimageio.yaml: not a BioImage.IO package")
-            info = archive.getinfo(rdf)
-            if info.file_size > 10 * 1024 * 1024:
-                raise PublishError(f"package {path}: {rdf} is implausibly large ({info.file_size} bytes)")
-            description = yaml.safe_load(archive.read(rdf).decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise PublishError(f"package {path} is not a readable BioImage.IO package: {str(err).splitlines()[0]}") from None
-    if not isinstance(description, dict) or description.get("type") != "model":
-        raise PublishError(f"package {path}: {rdf} does not describe a model (type: model)")
-    weights = description.get("weights") or {}
-    if not isinstance(weights, dict):
-        raise PublishError(f"package {path}: weights in {rdf} must be a mapping")
-    for fmt, entry in weights.items():
-        source = entry.get("source") if isinstance(entry, dict) else None
-        if isinstance(source, str) and "://" not in source and source not in names:
-            raise PublishError(f"package {path} lists {fmt} weights {source!r} but does not contain them")
-
-
 def _check_checkpoint(path: Path) -> None:
     """The checkpoint must load as a model (tensors only; nothing in it runs)."""
     from ..api import load_checkpoint_file
@@ -102,8 +73,11 @@ def _check_checkpoint(path: Path) -> None:
 
 
 def check_inputs(packages: Sequence[str | os.PathLike], checkpoint: str | os.PathLike | None) -> list[Path]:
-    """The package paths, after checking -- before any request -- that each is a BioImage.IO model
-    package and that the checkpoint loads: ``publish`` never uploads whatever it is given."""
+    """The package paths, after checking -- before any request -- that each is a readable zip whose
+    description is valid and whose files match their sha256 (``samzoo.packaging.integrity``), and
+    that the checkpoint loads: ``publish`` never uploads whatever it is given."""
+    from ..packaging.integrity import verify_package
+
     if not packages:
         raise PublishError("no package given: pass the BioImage.IO package zip(s) to publish")
     paths = []
@@ -113,7 +87,7 @@ def check_inputs(packages: Sequence[str | os.PathLike], checkpoint: str | os.Pat
             raise PublishError(f"package {path} does not exist (expected a BioImage.IO package .zip)")
         if not zipfile.is_zipfile(path):
             raise PublishError(f"package {path} is not a zip file (expected a BioImage.IO package .zip)")
-        _check_package(path)
+        verify_package(path)
         paths.append(path)
     if checkpoint is not None:
         if not Path(checkpoint).is_file():

@@ -42,7 +42,7 @@ Schema (``required`` fields must be present and non-empty; everything else is op
       - {name: mSA, value: 0.5, dataset: ..., description: ...}
     documentation:                    # extra README sections, in order
       - {title: ..., text: ...}       #   (a mapping title: text also works)
-    cover: cover.png                  # picture, relative to the card file
+    cover: cover.png                  # picture, relative to the card file and inside its folder
     links: [https://...]
 
 ``load_card(path)`` reads and validates a card; ``validate_card(mapping)`` validates a mapping that
@@ -298,13 +298,13 @@ class ModelCard:
 
     @property
     def cover_path(self) -> Path | None:
-        """The cover picture's absolute path (resolved against the card's folder), or None."""
+        """The cover picture's path (inside the card's folder, see ``validate_card``), or None."""
         if not self.cover:
             return None
-        path = Path(self.cover)
-        if not path.is_absolute() and self.source is not None:
-            path = self.source.parent / path
-        return path
+        problem = _card_file_problem(self.cover, self.source)
+        if problem is not None:
+            raise CardError(f"model card {self.source or ''}: cover {self.cover!r} {problem}")
+        return self.source.parent / self.cover if self.source is not None else Path(self.cover)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON/YAML-serialisable), without the source path."""
@@ -408,6 +408,26 @@ class _Checker:
             self.problems.append(f"{key} must be a list of non-empty texts")
             return ()
         return tuple(_str(v) for v in value)  # type: ignore[misc]
+
+
+def _card_file_problem(name: str, source: str | os.PathLike | None) -> str | None:
+    """Why a file the card names (its cover) is not acceptable, or None.
+
+    A card names files relative to its own folder, and they must stay inside it (symbolic links
+    resolved): a card travels inside packages and is published from there, and a card that could
+    name ``/home/me/.ssh/id_rsa`` or ``../../secret`` as its cover would make ``samzoo publish``
+    upload that file."""
+    path = Path(name)
+    if path.is_absolute() or (len(name) > 1 and name[1] == ":") or "\\" in name or "://" in name:
+        return "must be a path relative to the card's folder (absolute paths and URLs are not allowed)"
+    if ".." in path.parts:
+        return "must lie inside the card's folder ('..' is not allowed)"
+    if source is not None:
+        folder = Path(source).resolve().parent
+        target = (folder / path).resolve()
+        if folder not in target.parents:
+            return f"resolves to {target}, outside the card's folder {folder}"
+    return None
 
 
 def validate_card(data: Mapping[str, Any] | ModelCard, *, source: str | os.PathLike | None = None) -> ModelCard:
@@ -603,10 +623,14 @@ def validate_card(data: Mapping[str, Any] | ModelCard, *, source: str | os.PathL
                     docs.append(DocSection(title=title, text=text))
 
     cover = c.text(data, "cover", "", required=False)
-    if cover is not None and source is not None:
-        cover_path = Path(cover) if Path(cover).is_absolute() else Path(source).parent / cover
-        if not cover_path.is_file():
-            c.problems.append(f"cover {cover!r} does not exist (looked for {cover_path})")
+    if cover is not None:
+        problem = _card_file_problem(cover, source)
+        if problem is None and source is not None:
+            cover_path = Path(source).parent / cover
+            if not cover_path.is_file():
+                problem = f"does not exist (looked for {cover_path})"
+        if problem is not None:
+            c.problems.append(f"cover {cover!r} {problem}")
 
     if c.missing or c.problems:
         order = {name: i for i, name in enumerate(REQUIRED_FIELDS)}

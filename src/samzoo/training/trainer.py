@@ -35,6 +35,7 @@ from .interactive import interactive_loss, prompt_dice
 from .distributed import broadcast_float, barrier, distributed_context, local_rank
 from .lora import apply_lora, has_lora, merge_lora
 from .losses import ais_loss_fn
+from .provenance import describe_data, run_metadata, validation_metrics
 from .recompute import encode_with_recomputation
 
 LATEST, BEST, STATE = "latest.pt", "best.pt", "latest_state.pt"
@@ -190,6 +191,8 @@ class Trainer:
         self.best_metric = math.inf
         self.stale_validations = 0  # validations since the best one (early stopping)
         self.history: list[dict[str, float]] = []
+        self.last_validation: dict[str, float] | None = None  # recorded in the checkpoint's metrics
+        self.last_validation_iteration = 0
         self.train_seconds = 0.0
         latest = self.ckpt_dir / LATEST
         resuming = resume and latest.is_file() and (self.ckpt_dir / STATE).is_file()
@@ -199,9 +202,12 @@ class Trainer:
             from ..api import load_model
 
             self.model = load_model(config.init_checkpoint)
+            # the child describes itself and names its parent; nothing the parent measured carries over
+            self.model.metadata = run_metadata(config, self.model.metadata, str(config.init_checkpoint))
         else:
             torch.manual_seed(config.seed)
-            self.model = SamzooModel(preset(config.model, **config.model_changes))
+            self.model = SamzooModel(preset(config.model, **config.model_changes),
+                                     metadata=run_metadata(config))
         if self.model.ais_decoder is None and config.ais_weight > 0:
             raise CheckpointError("the model has no AIS decoder; set ais_weight: 0 to train SAM only")
         self.rank, self.world_size = distributed_context()
@@ -301,6 +307,14 @@ class Trainer:
         meta = dict(self.model.metadata)
         meta["training"] = {"config": self.config.to_dict(), "iteration": self.iteration,
                             "train_seconds": round(self.train_seconds, 1)}
+        if self.last_validation:
+            sources = self.config.val_data or self.config.data
+            where = describe_data(sources)["description"]
+            metrics = dict(meta.get("metrics") or {})
+            metrics["validation"] = validation_metrics(
+                self.last_validation, iteration=self.last_validation_iteration, n_images=self.config.n_val,
+                data=f"{self.config.n_val} fixed validation samples (seed {self.config.seed + 1}) of {where}")
+            meta["metrics"] = metrics
         self.model.metadata = meta
 
     def exported_model(self) -> SamzooModel:
@@ -408,6 +422,8 @@ class Trainer:
             is_best = stop_early = False
             if it % cfg.val_every == 0 or it == end or timed_out:
                 val = self.validate() if main else {}
+                if val:
+                    self.last_validation, self.last_validation_iteration = val, it
                 metric = broadcast_float(val.get("val_metric", 0.0))  # same lr schedule on all ranks
                 self.scheduler.step(metric)
                 is_best = metric < self.best_metric  # the metric is broadcast: every rank agrees
