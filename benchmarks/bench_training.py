@@ -70,7 +70,7 @@ mixed = len(sys.argv) > 7 and sys.argv[7] == "1"
 recompute = len(sys.argv) > 8 and sys.argv[8] == "recompute"
 folder = lambda split: [{"kind": "folder", "weight": 1.0, "images": f"{root}/{split}/images",
                          "labels": f"{root}/{split}/labels", "pattern": "*.tif"}]
-config = preset_config("tiny-cpu", out_dir=out, model_changes={}, init_checkpoint=init,
+config = preset_config("tiny-from-scratch", out_dir=out, model_changes={}, init_checkpoint=init,
                        data=folder("train"), val_data=folder("val"), n_val=4, patch_size=%(patch)d,
                        n_objects=%(objects)d, n_sub_iterations=%(subs)d, lr=%(lr)g, warmup_iterations=0,
                        ais_weight=1.0, val_every=10**9, save_every=10**9, max_minutes=None, threads=2,

@@ -4,7 +4,7 @@ data improves both automatic (AIS) and interactive segmentation on held-out gene
     python benchmarks/finetune_proof.py --iterations 300 --out runs/finetune-proof
 
 The run is a dataset specialist: the default model was trained on fluorescence images, and here it
-is fine-tuned (``tiny-cpu`` preset, the default model's 8 px patches) on one other generated look,
+is fine-tuned (``tiny-from-scratch`` preset settings, the default model's 8 px patches) on one other generated look,
 phase-contrast nuclei by default. Held-out images use a seed the training never draws from; the AIS
 parameters stay the shipped ones, so the gain is the network's, not re-tuning. The default model's
 own look (fluorescence nuclei) is scored too, to show what the specialisation costs there;
@@ -76,7 +76,7 @@ def main() -> None:
         sources.append({"kind": "synthetic", "weight": args.replay,
                         "synthetic": {"styles": {"fluorescence": 1.0}, "kinds": {"nuclei": 0.9, "cells": 0.1}}})
     config = preset_config(
-        "tiny-cpu", out_dir=args.out, model_changes={},
+        "tiny-from-scratch", out_dir=args.out, model_changes={},
         init_checkpoint=str(default_checkpoint_path()), data=sources, iterations=args.iterations,
         lr=args.lr, warmup_iterations=5, val_every=10**9, save_every=100, max_minutes=60,
     )

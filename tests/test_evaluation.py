@@ -435,5 +435,5 @@ def test_cli_tune_writes_tuned_checkpoint(monkeypatch, capsys, dataset, tmp_path
     assert len(rows) == 2
     assert tuned.ais_params["center_distance_threshold"] == float(rows[0]["center_distance_threshold"])
     assert _cli(monkeypatch, "tune", dataset / "model.pt", dataset / "images", dataset / "labels", "-o", out,
-                "--grid", "pred_iou_thresh=0.5", "-q") == 2
+                "--grid", "pred_iou_thresh=0.5", "-q", "--overwrite") == 2
     assert "--amg" in capsys.readouterr().err

@@ -55,12 +55,23 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def write_checkpoint(path: Path, name: str) -> bytes:
+    """A real (tiny) samzoo checkpoint: publish checks that checkpoints load before uploading."""
+    import torch
+
+    from samzoo import SamzooModel, preset, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(SamzooModel(preset("test"), metadata={"name": name}), path)
+    return path.read_bytes()
+
+
 @pytest.fixture
 def work(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     write_package(folder / "cells.zip", "cells")
-    (folder / "cells.pt").write_bytes(bytes(range(256)) * 40)
+    write_checkpoint(folder / "cells.pt", "cells")
     write_card(folder)
     return folder
 
@@ -142,9 +153,10 @@ def test_republishing_the_same_version_is_a_no_op(work, hub, capsys):
 
 
 def test_new_version_gets_its_own_tag_and_drops_old_model_files(work, hub, tmp_path, capsys):
+    first = (work / "cells.pt").read_bytes()
     assert publish(capsys, work)[0] == 0
     write_package(work / "cells-v2.zip", "cells v2")
-    (work / "cells.pt").write_bytes(b"new weights" * 100)
+    second = write_checkpoint(work / "cells.pt", "cells v2")
     write_card(work, version="1.1.0")
     code, out, err = publish(capsys, work, package="cells-v2.zip")
     assert code == 0, err
@@ -154,14 +166,14 @@ def test_new_version_gets_its_own_tag_and_drops_old_model_files(work, hub, tmp_p
     v2 = hub.commits[repo["tags"]["v1.1.0"]]["files"]
     assert "cells.zip" in v1 and "cells-v2.zip" not in v1
     assert "cells-v2.zip" in v2 and "cells.zip" not in v2
-    assert download(hub, tmp_path, "cells.pt", "v1.1.0") == b"new weights" * 100
-    assert download(hub, tmp_path, "cells.pt", "v1.0.0") == bytes(range(256)) * 40
+    assert download(hub, tmp_path, "cells.pt", "v1.1.0") == second
+    assert download(hub, tmp_path, "cells.pt", "v1.0.0") == first
     assert repo["tags"]["v1.1.0"] == repo["branches"]["main"]
 
 
 def test_same_version_with_other_files_is_refused(work, hub, capsys):
     assert publish(capsys, work)[0] == 0
-    (work / "cells.pt").write_bytes(b"different")
+    write_checkpoint(work / "cells.pt", "different")
     code, _, err = publish(capsys, work)
     assert code == 2
     assert "lab/cells@v1.0.0 already exists with other files (cells.pt differ)" in err

@@ -12,6 +12,10 @@ import re
 import socket
 import urllib.request
 import zipfile
+
+import torch
+
+from samzoo import SamzooModel, preset, save_checkpoint
 from pathlib import Path
 
 import pytest
@@ -80,7 +84,8 @@ def work(tmp_path):
     folder.mkdir()
     write_package(folder / "nuclei.zip", "nuclei")
     write_package(folder / "nuclei-3d.zip", "nuclei-3d")
-    (folder / "nuclei.pt").write_bytes(bytes(range(256)) * 64)
+    torch.manual_seed(0)  # a real checkpoint: publish checks that it loads before any request
+    save_checkpoint(SamzooModel(preset("test"), metadata={"name": "nuclei"}), folder / "nuclei.pt")
     write_card(folder)
     return folder
 

@@ -115,7 +115,7 @@ def test_sampler_rejects_patches_with_too_few_objects_and_mixes_sources():
 
 
 def test_config_yaml_round_trip_and_errors(tmp_path):
-    cfg = preset_config("tiny-cpu")
+    cfg = preset_config("tiny-from-scratch")
     path = save_config(cfg, tmp_path / "c.yaml")
     assert load_config(path) == cfg
     (tmp_path / "bad.yaml").write_text("iterationz: 3\n")

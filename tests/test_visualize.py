@@ -64,19 +64,19 @@ def test_colours_are_deterministic_per_id_and_distinct():
 
 def test_prompts_are_drawn():
     image, labels = _scene()
-    out = overlay(image, labels, points=[[25, 10], [40, 20]], point_labels=[1, 0], boxes=[[2, 2, 46, 62]])
+    out = overlay(image, labels, points=[[10, 25], [20, 40]], point_labels=[1, 0], boxes=[[2, 2, 62, 46]])
     np.testing.assert_array_equal(out[25, 10], POSITIVE_COLOR)
     np.testing.assert_array_equal(out[40, 20], NEGATIVE_COLOR)
     np.testing.assert_array_equal(out[2, 30], BOX_COLOR)
     np.testing.assert_array_equal(out[30, 62], BOX_COLOR)
     np.testing.assert_array_equal(out[3, 30], BOX_COLOR)  # two pixels wide
     # default point label is positive; a single box may be flat
-    out = overlay(image, labels, points=np.array([[25.4, 10.2]]), boxes=np.array([1, 1, 10, 10]))
+    out = overlay(image, labels, points=np.array([[10.2, 25.4]]), boxes=np.array([1, 1, 10, 10]))
     np.testing.assert_array_equal(out[25, 10], POSITIVE_COLOR)
     np.testing.assert_array_equal(out[1, 5], BOX_COLOR)
     np.testing.assert_array_equal(out[10, 5], BOX_COLOR)
     assert not np.array_equal(out[0, 5], BOX_COLOR) and not np.array_equal(out[11, 5], BOX_COLOR)
-    flat = overlay(image, labels, boxes=[[20, 5, 20, 30]])
+    flat = overlay(image, labels, boxes=[[5, 20, 30, 20]])
     np.testing.assert_array_equal(flat[20, 5:31], np.tile(BOX_COLOR, (26, 1)))
     # boxes reaching past the image are clipped, not an error
     assert overlay(image, labels, boxes=[[-5, -5, 100, 100]]).shape == (48, 64, 3)

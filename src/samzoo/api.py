@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .default_model import DEFAULT_MODEL_ID, default_checkpoint_path
-from .errors import CheckpointError, ModelNotFoundError
+from .errors import CheckpointError, ModelNotFoundError, SamzooError
 from .families import detect_family
 from .state_files import read_state
 
@@ -27,13 +27,17 @@ def _is_package(path: Path) -> bool:
 
 
 def load_model(model: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
-               offline: bool | None = None) -> Any:
+               offline: bool | None = None, registry: Any = None) -> Any:
     """Load ``model`` -- a checkpoint of any family (samzoo, micro-sam, SAM, ...), a BioImage.IO
     package (zip or folder), or any ID the resolver knows (registry names such as ``vit_b_lm``,
     bioimage.io IDs, ``hf://org/repo``, Zenodo DOIs, URLs). ``None`` means the shipped default.
+    ``device``: ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda[:N]"``; None keeps the CPU.
+    ``registry``: extra registry file(s)/URL(s) for resolving IDs.
 
     >>> model = load_model("vit_b_lm", device="cuda")  # doctest: +SKIP
     """
+    if model is not None and not str(model).strip():
+        raise ModelNotFoundError("the model ID is empty; give a model ID or path, or leave it out for the default")
     if model is None or str(model) == DEFAULT_MODEL_ID:
         loaded = load_checkpoint_file(default_checkpoint_path())
     else:
@@ -43,9 +47,11 @@ def load_model(model: str | os.PathLike | None = None, *, device: str | torch.de
         elif _looks_like_path(str(model)):
             raise ModelNotFoundError(f"model file not found: {path}")
         else:
-            loaded = _load_remote(str(model), offline=offline)
+            loaded = _load_remote(str(model), offline=offline, registry=registry)
     if device is not None:
-        loaded = loaded.to(device)
+        from .devices import inference_device
+
+        loaded = loaded.to(inference_device(device))
     return loaded
 
 
@@ -72,17 +78,36 @@ def _load_local(path: Path, decoder: Path | None = None) -> Any:
     return load_checkpoint_file(path, decoder_path=decoder)
 
 
-def _load_remote(model_id: str, *, offline: bool | None) -> Any:
+def _load_remote(model_id: str, *, offline: bool | None, registry: Any = None) -> Any:
     from .hub import fetch_files
     from .hub.fetch import main_file
 
-    files = fetch_files(model_id, offline=offline)
+    files = fetch_files(model_id, offline=offline, registry=registry)
     main = Path(main_file(files))
     try:
         return _load_local(main, decoder=files.get("decoder"))
     except CheckpointError:
         _forget_fetched_package(main)
+        _raise_with_unverified_note(files, model_id)
         raise
+    except SamzooError:
+        _raise_with_unverified_note(files, model_id)
+        raise
+
+
+def _raise_with_unverified_note(files: dict, model_id: str) -> None:
+    """Re-raise the current error with a hint when a file came without a hash or size to verify it."""
+    import sys
+
+    from .hub.download import is_unverified
+
+    err = sys.exc_info()[1]
+    unverified = [str(p) for p in files.values() if Path(p).is_file() and is_unverified(p)]
+    if err is None or not unverified:
+        return
+    raise type(err)(f"{err} -- note: {', '.join(unverified)} was downloaded without a hash or size to "
+                    f"verify it and may be incomplete; remove it with `samzoo cache clear {model_id}` "
+                    "and fetch again") from None
 
 
 def _forget_fetched_package(path: Path) -> None:

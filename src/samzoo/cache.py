@@ -15,7 +15,8 @@ Layout used by the model hub (``samzoo.hub``)::
     bioimageio/<resource id>/    unpacked BioImage.IO packages (rdf.yaml + files)
     huggingface/                 the huggingface_hub cache for hf:// sources
     registries/                  cached copies of user registries given as URLs
-    embeddings/                  image embeddings (samzoo.segmentation; not touched by `samzoo cache clear`)
+    embeddings/                  image embeddings (samzoo.segmentation; listed by `samzoo cache list`,
+                                 removed by `samzoo cache clear` or `samzoo cache clear embeddings`)
 
 Each folder keeps its bookkeeping (verification records, locks, partial downloads) in a hidden
 ``.samzoo/`` sub-folder. Copying the whole cache folder to another machine (and pointing

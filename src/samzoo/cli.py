@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from . import cli_options as opts
 from .errors import InputError, SamzooError
 from .segmentation import runs as segment_runs
 
@@ -140,16 +141,17 @@ def _add_segment(subparsers) -> None:
     p.add_argument("input", nargs="+",
                    help="image file (.tif/.tiff, .png, .jpg/.jpeg, .npy); several files, a folder, a glob or a .txt "
                         "list (batch); or a large array PATH[:KEY] in zarr/OME-Zarr/N5/HDF5 (blockwise)")
-    p.add_argument("-o", "--output", required=True,
-                   help="label image to write (.tif/.tiff); a folder for a batch; a .zarr/.ome.zarr/.n5/.h5[:KEY] "
-                        "store for a blockwise run")
-    p.add_argument("--model", default=None,
-                   help="model ID, checkpoint or BioImage.IO package (default: the shipped default model)")
-    p.add_argument("--mode", choices=("ais", "amg"), default=None, help="automatic mode of μSAM models (default: ais); other families have one way to segment")
+    opts.add_output(p, "label image to write (.tif/.tiff; never one of the inputs); a folder for a batch; a "
+                       ".zarr/.ome.zarr/.n5/.h5[:KEY] store for a blockwise run", required=True)
+    opts.add_model(p)
+    p.add_argument("--mode", choices=("ais", "amg"), default=None,
+                   help="automatic mode of μSAM models (default: ais); other families have one way to segment")
     p.add_argument("--overlay", default=None, metavar="PNG", help="also write an overlay picture (.png)")
-    p.add_argument("--tile-shape", default=None, metavar="N|H,W",
-                   help="tile the image (default: automatic for images larger than 1.5x the model input)")
-    p.add_argument("--halo", default=None, metavar="N|H,W", help="context around each tile in pixels")
+    opts.add_overwrite(p)
+    opts.add_tiling(p)
+    opts.add_device(p)
+    opts.add_offline(p)
+    opts.add_registry(p)
     p.add_argument("--points", default=None, metavar="x,y[,label];...",
                    help="point prompts in pixels; label 1 = positive (default), 0 = negative")
     p.add_argument("--boxes", default=None, metavar="x0,y0,x1,y1;...", help="box prompts in pixels")
@@ -163,28 +165,32 @@ def _add_segment(subparsers) -> None:
                    help="do not read or write cached image embeddings")
     p.add_argument("--volume", action="store_true",
                    help="read a 3D array as a (Z, H, W) stack and merge objects across slices")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--channel-axis", type=int, default=None, choices=(0, -1), metavar="0|-1",
+                   help="the axis of a 3D array that holds channels (needed for a (2|3, H, W) array without --volume)")
+    opts.add_quiet(p)
     segment_runs.add_arguments(p)
     p.set_defaults(func=_run_segment)
 
 
-def _check_suffix(path: str, suffixes: tuple[str, ...], what: str) -> Path:
-    target = Path(path)
-    if target.suffix.lower() not in suffixes:
-        raise InputError(f"{what} must end with {' or '.join(suffixes)}: {path}")
-    if target.is_dir():
-        raise InputError(f"{what} is a folder: {path}")
-    return target
-
-
 def _run_segment(args: argparse.Namespace) -> int:
+    from .devices import inference_device
     from .io import read_image, write_labels
+    from .outputs import check_distinct_outputs, check_output_file
 
     scale = segment_runs.wants_scale(args)
-    if not scale:
+    if scale:
+        if args.overlay:
+            raise InputError("--overlay applies to one image at a time, not to batches or blockwise runs")
+        overlay = None
+    else:
         args.input = args.input[0]
-        output = _check_suffix(args.output, (".tif", ".tiff"), "--output")
-    overlay = _check_suffix(args.overlay, (".png",), "--overlay") if args.overlay else None
+        inputs = (args.input,)
+        output = check_output_file(args.output, "--output", inputs=inputs, overwrite=args.overwrite,
+                                   suffixes=(".tif", ".tiff"))
+        overlay = (check_output_file(args.overlay, "--overlay", inputs=inputs, overwrite=args.overwrite,
+                                     suffixes=(".png",)) if args.overlay else None)
+        check_distinct_outputs(output, overlay)
+    device = inference_device(args.device)
     tile_shape = parse_shape(args.tile_shape, "--tile-shape") if args.tile_shape else None
     halo = parse_shape(args.halo, "--halo") if args.halo else None
     params = parse_params(args.param)
@@ -214,7 +220,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     from .families import family_of
     from .segmentation.api import resolve_model, segment, segment_from_prompts
 
-    model = resolve_model(args.model).to(segment_runs.resolve_device(args.device))
+    model = resolve_model(args.model, device=device, offline=args.offline, registry=args.registry)
     family = family_of(model)
     cache = not args.no_embedding_cache
     progress = not args.quiet
@@ -225,30 +231,47 @@ def _run_segment(args: argparse.Namespace) -> int:
                              + (f"the modes {', '.join(family.modes)}" if family.modes else "no modes"))
         options["mode"] = args.mode
     if interactive:
+        from .segmentation.api import _slices
+
+        slices, volume = _slices(image, None, args.channel_axis)  # the same layout rule as automatic mode
+        if volume:
+            raise InputError(f"--points/--boxes work on 2D images; {args.input} is read as a volume of {len(slices)} slices")
+        image = slices[0]
         labels = segment_from_prompts(image, model, points=points, point_labels=point_labels, boxes=boxes,
                                       tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress)
     else:
         size = {} if args.diameter is None else {"diameter": args.diameter}
         labels = segment(image, model, params=params or None, tile_shape=tile_shape, halo=halo,
                          embedding_cache=cache, progress=progress, is_volume=True if args.volume else None,
-                         **options, **size)
+                         channel_axis=args.channel_axis, **options, **size)
     write_labels(output, labels)
     import numpy as np
 
     n_objects = int(np.unique(labels[labels > 0]).size)
     print(f"wrote {output} ({n_objects} objects, shape {'x'.join(map(str, labels.shape))})")
     if overlay is not None:
-        from .visualize import save_overlay
-
-        kwargs: dict[str, Any] = {}
-        if points is not None:
-            kwargs["points"] = [[y, x] for x, y in points]  # visualize draws (y, x)
-            kwargs["point_labels"] = point_labels
-        if boxes is not None:
-            kwargs["boxes"] = [[y0, x0, y1, x1] for x0, y0, x1, y1 in boxes]
-        save_overlay(overlay, image, labels, **kwargs)
-        print(f"wrote {overlay}")
+        _write_overlay(overlay, output, image, labels, points, point_labels, boxes)
     return 0
+
+
+def _write_overlay(overlay: Path, labels_path: Path, image, labels, points, point_labels, boxes) -> None:
+    """The overlay is an extra: when it fails, the labels (the result) are already written, so the
+    run is not reported as failed -- a warning says what is missing and why."""
+    from .visualize import save_overlay
+
+    kwargs: dict[str, Any] = {}
+    if points is not None:
+        kwargs["points"] = points
+        kwargs["point_labels"] = point_labels
+    if boxes is not None:
+        kwargs["boxes"] = boxes
+    try:
+        save_overlay(overlay, image, labels, **kwargs)
+    except (SamzooError, OSError, ValueError) as err:
+        print(f"samzoo: warning: the labels are in {labels_path}, but the overlay {overlay} could not be "
+              f"written: {one_line(err)}", file=sys.stderr)
+        return
+    print(f"wrote {overlay}")
 
 
 # ------------------------------------------------------------------------------- demo
@@ -260,17 +283,19 @@ def _add_demo(subparsers) -> None:
         description="Segment the sample nuclei image shipped with samzoo using the default model; writes the "
                     "labels (TIFF) and an overlay (PNG) and prints where they are.",
     )
-    p.add_argument("-o", "--output-dir", default="samzoo-demo", help="folder for the results (default: ./samzoo-demo)")
-    p.add_argument("--model", default=None, help="use another model (ID or path) instead of the default")
+    opts.add_output(p, "folder for the results (default: ./samzoo-demo); the demo replaces its own files "
+                       "there (labels.tif, overlay.png, packages/)", old="--output-dir", default="samzoo-demo")
+    opts.add_model(p)
     p.add_argument("--image", default=None, help="use another image instead of the shipped sample")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    opts.add_device(p)
+    opts.add_quiet(p)
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    result = run_demo(args.output_dir, model=args.model, image=args.image, progress=not args.quiet)
+    result = run_demo(args.output, model=args.model, image=args.image, progress=not args.quiet, device=args.device)
     print(result.summary())
     return 0
 
@@ -309,6 +334,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samzoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `samzoo models --json | head`: the reader left; stop quietly like other tools
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not raise again
+        return 141
 
 
 if __name__ == "__main__":

@@ -113,16 +113,26 @@ def packaged_model_step(model: SamzooModel, image: np.ndarray, labels: np.ndarra
 
 def run_demo(output_dir: "str | os.PathLike" = "samzoo-demo", *,
              model: "SamzooModel | str | os.PathLike | None" = None,
-             image: "np.ndarray | str | os.PathLike | None" = None, progress: bool = True) -> DemoResult:
-    """Run all demo steps; results go to ``output_dir`` (created)."""
+             image: "np.ndarray | str | os.PathLike | None" = None, progress: bool = True,
+             device: "str | None" = None) -> DemoResult:
+    """Run all demo steps; results go to ``output_dir`` (created; checked writable before any work,
+    and never the given image's own files)."""
+    from .outputs import check_writable_folder
+
     start = time.perf_counter()
-    out = Path(output_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise InputError(f"demo output {out} exists and is not a folder")
+    out = check_writable_folder(output_dir, "demo output folder")
+    if isinstance(image, (str, os.PathLike)):
+        for name in ("labels.tif", "overlay.png"):
+            if (out / name).exists() and Path(image).exists() and os.path.samefile(out / name, image):
+                raise InputError(f"--image {image} is the demo's own output {out / name}; copy it elsewhere first")
     array, source, loaded = load_demo_inputs(model, image)
+    if device is not None:
+        from .devices import inference_device
+
+        loaded = loaded.to(inference_device(device))
     out.mkdir(parents=True, exist_ok=True)
     labels, labels_path, overlay_path = segment_step(array, loaded, out, progress=progress)
-    notes = packaged_model_step(loaded, array, labels, out)
+    notes = packaged_model_step(loaded.to("cpu"), array, labels, out)  # packages are built and run on the CPU
     n_objects = int(np.unique(labels[labels > 0]).size)
     return DemoResult(
         output_dir=out, labels_path=labels_path, overlay_path=overlay_path, image_source=source,

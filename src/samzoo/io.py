@@ -20,6 +20,9 @@ import tifffile
 
 from .errors import InputError
 
+DEFAULT_MAX_IMAGE_SAMPLES = 1 << 29  # ~537 million values, e.g. 23170 x 23170 gray; 2 GB as float32
+MAX_SAMPLES_ENV = "SAMZOO_MAX_IMAGE_PIXELS"
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 NPY_SUFFIXES = (".npy",)
@@ -52,11 +55,60 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def max_image_samples(limit: int | None = None) -> int:
+    """The image size limit (values: pixels x channels x slices): ``limit``, else
+    ``SAMZOO_MAX_IMAGE_PIXELS``, else 2**29. Larger data belongs in chunked formats (zarr)."""
+    if limit is not None:
+        return int(limit)
+    text = os.environ.get(MAX_SAMPLES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_SAMPLES
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise InputError(f"{MAX_SAMPLES_ENV} must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise InputError(f"{MAX_SAMPLES_ENV} must be >= 1, got {text!r}")
+    return value
+
+
+def _declared_shape(file: Path, suffix: str) -> tuple[int, ...]:
+    """The shape a file says it holds, read from its header only (nothing is decoded)."""
+    if suffix in TIFF_SUFFIXES:
+        with tifffile.TiffFile(file) as tif:
+            if not tif.series:
+                return ()
+            return tuple(int(v) for v in tif.series[0].shape)
+    if suffix in NPY_SUFFIXES:
+        return tuple(int(v) for v in np.load(file, mmap_mode="r", allow_pickle=False).shape)
+    from PIL import Image
+
+    with Image.open(file) as img:  # lazy: reads the header
+        return (img.height, img.width, len(img.getbands()))
+
+
+def _check_size(file: Path, suffix: str, limit: int) -> None:
+    """Refuse files whose header claims more values than ``limit`` before decoding a byte of them:
+    a 4 MB tiled TIFF can claim 65536 x 65536 pixels, a small PNG can inflate to gigabytes."""
+    try:
+        shape = _declared_shape(file, suffix)
+    except MemoryError:
+        raise
+    except Exception as err:  # readers raise many unrelated types for corrupt headers
+        raise InputError(f"cannot read image {file}: {_one_line(err)}") from None
+    samples = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if samples > limit:
+        raise InputError(
+            f"image {file} claims shape {'x'.join(map(str, shape))} ({samples:,} values), more than the limit of "
+            f"{limit:,}; raise it with {MAX_SAMPLES_ENV}=N (or max_samples=) if the file is genuine")
+
+
+def read_image(path: str | os.PathLike[str], *, max_samples: int | None = None) -> np.ndarray:
     """Read a .tif/.tiff (tifffile), .png/.jpg/.jpeg (imageio) or .npy (no pickles) image.
 
     Returns the array as stored (layout checks happen in ``segmentation.preprocess``). Raises
-    ``InputError`` naming the file when it is missing, a folder, of an unknown type or unreadable.
+    ``InputError`` naming the file when it is missing, a folder, of an unknown type, unreadable,
+    or when its header claims more values than :func:`max_image_samples` (checked before decoding).
     """
     file = Path(path)
     if not file.exists():
@@ -67,19 +119,30 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if suffix not in IMAGE_SUFFIXES:
         kind = file.suffix or "(no extension)"
         raise InputError(f"unsupported image type {kind!r} for {file}; expected one of {IMAGE_SUFFIXES}")
+    limit = max_image_samples(max_samples)
+    _check_size(file, suffix, limit)
     try:
         if suffix in TIFF_SUFFIXES:
             data = tifffile.imread(file)
         elif suffix in NPY_SUFFIXES:
             data = np.load(file, allow_pickle=False)
         else:
-            data = iio.imread(file, plugin="pillow")
+            from PIL import Image
+
+            previous = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = limit  # PIL's own bomb check then agrees with ours
+            try:
+                data = iio.imread(file, plugin="pillow")
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
     except MemoryError:
         raise
     except Exception as err:  # readers raise many unrelated types for corrupt files
         raise InputError(f"cannot read image {file}: {_one_line(err)}") from None
     if not isinstance(data, np.ndarray):
         raise InputError(f"cannot read image {file}: it does not contain a single array")
+    if data.size > limit:  # a header that understated its content
+        raise InputError(f"image {file} holds {data.size:,} values, more than the limit of {limit:,} ({MAX_SAMPLES_ENV})")
     return data
 
 

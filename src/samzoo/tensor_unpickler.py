@@ -57,16 +57,44 @@ def _allowed_globals() -> dict[str, Any]:
     return dict(wo._get_allowed_globals())
 
 
+def _checked_build(unpickler: Any) -> None:
+    """BUILD (set an object's state) only where torch's weights-only loader allows it, plus on
+    placeholders. A plain unpickler would ``setattr`` on anything -- e.g. on the allowlisted
+    ``torch._utils._rebuild_tensor_v2`` function, changing its defaults for the whole process."""
+    from collections import OrderedDict
+
+    import torch
+
+    state = unpickler.stack.pop()
+    inst = unpickler.stack[-1]
+    if isinstance(inst, SkippedObject):
+        inst.__setstate__(state)
+    elif type(inst) is torch.Tensor:
+        inst.set_(*state)
+    elif type(inst) is torch.nn.Parameter:
+        inst.__setstate__(state)
+    elif type(inst) is OrderedDict and isinstance(state, dict):
+        inst.__dict__.update(state)
+    else:
+        raise pickle.UnpicklingError(f"refusing to set the state of a {type(inst).__name__} (pickle BUILD); "
+                                     "only tensors, OrderedDicts and skipped objects take state")
+
+
 def read_tensors_only(path: str | os.PathLike) -> tuple[Any, list[str]]:
     """``torch.load`` of ``path`` with every non-allowlisted global replaced by a placeholder.
 
-    Returns the loaded object and the sorted names of the globals that were replaced."""
+    Returns the loaded object and the sorted names of the globals that were replaced. Uses the
+    pure-Python unpickler, whose opcode table can be changed: BUILD goes through
+    :func:`_checked_build`."""
     import torch
 
     allowed = _allowed_globals()
     skipped: dict[str, type] = {}
 
-    class TensorOnlyUnpickler(pickle.Unpickler):
+    class TensorOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+        dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+        dispatch[pickle.BUILD[0]] = _checked_build
+
         def find_class(self, module: str, name: str) -> Any:
             key = f"{module}.{name}"
             if key in allowed:

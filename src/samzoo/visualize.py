@@ -5,8 +5,8 @@ visible) so that label colours stand out on any stain; each label id gets a colo
 the id itself (not from its rank among the ids present), so the same object keeps its colour
 across images, crops and runs; consecutive ids (typically neighbours) get far-apart hues.
 
-Coordinates follow numpy / napari / micro-sam order: points are ``(y, x)`` (row, column), boxes
-are ``(y0, x0, y1, x1)`` with inclusive corners. For 3D data the middle slice (``Z // 2``) is
+Coordinates are ``(x, y)`` as everywhere in samzoo (the CLI, ``segment_from_prompts``, SAM):
+points are ``(x, y)`` (column, row), boxes ``(x0, y0, x1, y1)`` with inclusive corners. For 3D data the middle slice (``Z // 2``) is
 shown and prompts are drawn on it in 2D.
 """
 
@@ -88,13 +88,13 @@ def _check_labels(labels: np.ndarray | None) -> np.ndarray | None:
 def _draw_points(out: np.ndarray, points: np.ndarray, point_labels: np.ndarray | None) -> None:
     coords = np.asarray(points, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] != 2:
-        raise InputError(f"points must have shape (N, 2) in (y, x) order, got {coords.shape}")
+        raise InputError(f"points must have shape (N, 2) in (x, y) order, got {coords.shape}")
     if not np.isfinite(coords).all():
         raise InputError("points contain NaN or infinite coordinates")
     height, width = out.shape[:2]
-    outside = (coords < 0).any(axis=1) | (coords[:, 0] > height - 1) | (coords[:, 1] > width - 1)
+    outside = (coords < 0).any(axis=1) | (coords[:, 0] > width - 1) | (coords[:, 1] > height - 1)
     if outside.any():
-        raise InputError(f"point {coords[outside][0].tolist()} (y, x) lies outside the {height}x{width} image")
+        raise InputError(f"point {coords[outside][0].tolist()} (x, y) lies outside the {width}x{height} (WxH) image")
     if point_labels is None:
         kinds = np.ones(len(coords), dtype=np.int64)
     else:
@@ -104,7 +104,7 @@ def _draw_points(out: np.ndarray, points: np.ndarray, point_labels: np.ndarray |
         if not np.isin(kinds, (0, 1)).all():
             raise InputError("point labels must be 1 (positive) or 0 (negative)")
     radius = max(3, round(min(height, width) / 150))
-    for (y, x), kind in zip(coords, kinds):
+    for (x, y), kind in zip(coords, kinds):
         rr, cc = disk((y, x), radius + 1, shape=(height, width))
         out[rr, cc] = 255  # white rim keeps the dot visible on any label colour
         rr, cc = disk((y, x), radius, shape=(height, width))
@@ -116,12 +116,12 @@ def _draw_boxes(out: np.ndarray, boxes: np.ndarray) -> None:
     if corners.ndim == 1 and corners.size == 4:
         corners = corners[None]
     if corners.ndim != 2 or corners.shape[1] != 4:
-        raise InputError(f"boxes must have shape (N, 4) as (y0, x0, y1, x1), got {corners.shape}")
+        raise InputError(f"boxes must have shape (N, 4) as (x0, y0, x1, y1), got {corners.shape}")
     if not np.isfinite(corners).all():
         raise InputError("boxes contain NaN or infinite coordinates")
     if ((corners[:, 2] < corners[:, 0]) | (corners[:, 3] < corners[:, 1])).any():
-        raise InputError("boxes must satisfy y0 <= y1 and x0 <= x1 (order y0, x0, y1, x1)")
-    for y0, x0, y1, x1 in np.round(corners).astype(np.int64):
+        raise InputError("boxes must satisfy x0 <= x1 and y0 <= y1 (order x0, y0, x1, y1)")
+    for x0, y0, x1, y1 in np.round(corners).astype(np.int64):
         for inset in (0, 1):  # two pixels wide, drawn on and inside the box's edge
             if inset and (y1 - y0 < 2 or x1 - x0 < 2):
                 break
@@ -148,7 +148,7 @@ def overlay(
     ``image`` is any layout ``segmentation.preprocess`` accepts; with 3D ``labels`` it is read as
     a volume and the middle slice is shown. Objects are tinted with opacity ``alpha`` and, with
     ``boundaries``, outlined in full colour (so touching objects stay distinguishable). Positive
-    points are green, negative red, boxes yellow. ``labels=None`` shows only image and prompts.
+    points are green, negative red, boxes yellow; points are (x, y), boxes (x0, y0, x1, y1). ``labels=None`` shows only image and prompts.
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be a number in [0, 1], got {alpha!r}")

@@ -57,10 +57,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_fetch)
 
     p = subparsers.add_parser("cache", help="list or clear downloaded models",
-                              description="List (default) or clear the samzoo model cache "
-                                          "(SAMZOO_CACHE_DIR or the platform cache dir).")
+                              description="List (default) or clear the samzoo cache: downloaded models and cached "
+                                          "image embeddings (SAMZOO_CACHE_DIR or the platform cache dir).")
     p.add_argument("action", nargs="?", choices=("list", "clear"), default="list")
-    p.add_argument("model_ids", nargs="*", metavar="ID", help="clear: only these models (default: all)")
+    p.add_argument("model_ids", nargs="*", metavar="ID",
+                   help="clear: only these models, or 'embeddings' for the cached image embeddings (default: all)")
     p.add_argument("--json", action="store_true", help="list: print JSON")
     _add_registry_arg(p)
     p.set_defaults(func=cmd_cache)

@@ -1,4 +1,4 @@
-"""Verified, atomic, concurrency-safe downloads into the samzoo cache (transfers through pooch).
+"""Verified, atomic, concurrency-safe downloads into the samzoo cache.
 
 Every cached file ``<item>/<name>`` has a verification record ``<item>/.samzoo/<name>.json``
 (hash, size, mtime). A file is *trusted* only when its record matches its current size and mtime
@@ -10,7 +10,16 @@ file once, and a transfer killed half-way leaves only a partial file that nothin
 deleted by the next download of that file).
 
 Environment: ``SAMZOO_DOWNLOAD_TIMEOUT`` (seconds without data before giving up, default 60),
-``SAMZOO_DOWNLOAD_RETRIES`` (extra attempts after a broken transfer or a 5xx/408/429, default 2).
+``SAMZOO_DOWNLOAD_DEADLINE`` (seconds one transfer may take in all, default 10800: a server that
+trickles bytes never times out otherwise), ``SAMZOO_DOWNLOAD_RETRIES`` (extra attempts after a
+broken transfer or a 5xx/408/429, default 2). Invalid values are errors, not silently replaced.
+
+A transfer is checked against the size the server states (``Content-Length``) and the registry's
+size and hash. A file that had neither a hash nor a stated size to check is recorded as
+``"verified": false``; errors reading it later say so and how to clear it (``samzoo cache clear``).
+
+The transfer loop is our own (requests, not pooch's downloader) because it must enforce the
+overall deadline between reads, and pooch neither exposes the response nor checks the length.
 """
 
 from __future__ import annotations
@@ -27,12 +36,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..errors import DownloadError, HashMismatchError, ModelNotFoundError, OfflineError
+from ..errors import DownloadError, HashMismatchError, InputError, ModelNotFoundError, OfflineError
 from ..registry.registry import parse_hash
 
 META_DIR = ".samzoo"
 CHUNK_SIZE = 64 * 1024
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_DEADLINE = 3 * 3600.0
 DEFAULT_RETRIES = 2
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -44,18 +54,34 @@ def is_offline(offline: bool | None = None) -> bool:
     return os.environ.get("SAMZOO_OFFLINE", "").strip().lower() in _TRUE
 
 
-def download_timeout() -> float:
+def _env_number(name: str, default: float, *, integer: bool = False, minimum: float = 0.0) -> float:
+    """A numeric environment setting; a value that is not a number (or too small) is an error
+    naming the variable -- like the publishing variables, never silently replaced."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
     try:
-        return max(0.1, float(os.environ.get("SAMZOO_DOWNLOAD_TIMEOUT", DEFAULT_TIMEOUT)))
+        value = int(text) if integer else float(text)
     except ValueError:
-        return DEFAULT_TIMEOUT
+        kind = "a whole number" if integer else "a number of seconds"
+        raise InputError(f"{name} must be {kind}, got {text!r}") from None
+    if not value >= minimum or value != value or value == float("inf"):
+        raise InputError(f"{name} must be a finite number >= {minimum:g}, got {text!r}")
+    return value
+
+
+def download_timeout() -> float:
+    """Seconds without data before a transfer is given up (``SAMZOO_DOWNLOAD_TIMEOUT``)."""
+    return _env_number("SAMZOO_DOWNLOAD_TIMEOUT", DEFAULT_TIMEOUT, minimum=0.1)
+
+
+def download_deadline() -> float:
+    """Seconds one transfer may take in all (``SAMZOO_DOWNLOAD_DEADLINE``)."""
+    return _env_number("SAMZOO_DOWNLOAD_DEADLINE", DEFAULT_DEADLINE, minimum=0.1)
 
 
 def download_retries() -> int:
-    try:
-        return max(0, int(os.environ.get("SAMZOO_DOWNLOAD_RETRIES", DEFAULT_RETRIES)))
-    except ValueError:
-        return DEFAULT_RETRIES
+    return int(_env_number("SAMZOO_DOWNLOAD_RETRIES", DEFAULT_RETRIES, integer=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,13 +210,28 @@ def _describe_request_error(exc: BaseException, url: str, timeout: float) -> _Fa
         if code in (401, 403):
             return _Failure(f"{url} answered HTTP {code} ({reason}): access denied", False)
         return _Failure(f"{url} answered HTTP {code} ({reason})".replace(" ()", ""), transient)
-    if isinstance(exc, requests.Timeout):
-        return _Failure(f"{url} timed out (no data for {timeout:g} s, SAMZOO_DOWNLOAD_TIMEOUT)", True)
+    if isinstance(exc, requests.ConnectTimeout):
+        return _Failure(f"timed out while connecting to {url} ({timeout:g} s, SAMZOO_DOWNLOAD_TIMEOUT)", True)
+    if isinstance(exc, requests.Timeout) or _is_read_timeout(exc):
+        return _Failure(f"{url} timed out while reading: no data for {timeout:g} s (SAMZOO_DOWNLOAD_TIMEOUT)", True)
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return _Failure(f"the transfer from {url} broke off before the end ({_short(exc)})", True)
     if isinstance(exc, requests.ConnectionError):
         return _Failure(f"could not connect to {url} ({_short(exc)})", True)
     return _Failure(f"downloading {url} failed ({_short(exc)})", True)
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    """requests wraps a read timeout during streaming as a ConnectionError; it is not one."""
+    from urllib3.exceptions import ReadTimeoutError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (ReadTimeoutError, TimeoutError)) or any(isinstance(a, ReadTimeoutError) for a in exc.args):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _short(exc: BaseException) -> str:
@@ -230,7 +271,7 @@ def download_file(url: str, dest: str | os.PathLike, *, expected_hash: str | Non
         return dest
     if is_offline(offline) and fallback is None:
         raise offline_error(what, dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _require_writable_cache(dest.parent)
     with file_lock(dest):
         # another process may have finished the download while we waited for the lock
         if is_trusted(dest, expected):
@@ -245,6 +286,17 @@ def download_file(url: str, dest: str | os.PathLike, *, expected_hash: str | Non
         _download_locked(url, dest, expected=expected, size=size, what=what, progress=progress,
                          warn_unhashed=warn_unhashed)
     return dest
+
+
+def _require_writable_cache(folder: Path) -> None:
+    from ..outputs import check_writable_folder
+
+    try:
+        check_writable_folder(folder, "samzoo cache folder")
+        (folder / META_DIR).mkdir(parents=True, exist_ok=True)
+    except (InputError, OSError) as err:
+        raise DownloadError(f"{err if isinstance(err, InputError) else err.strerror}; nothing was downloaded. "
+                            "Point SAMZOO_CACHE_DIR at a writable folder") from None
 
 
 def offline_error(what: str, where: Path | str) -> OfflineError:
@@ -267,30 +319,72 @@ def _remove_stale_partials(dest: Path) -> None:
             pass
 
 
-def _download_locked(url: str, dest: Path, *, expected: str | None, size: int | None, what: str,
-                     progress: bool, warn_unhashed: bool) -> None:
-    import pooch
+class _Deadline(Exception):
+    pass
+
+
+def _transfer(url: str, part: Path, *, timeout: float, deadline: float, size: int | None, bar) -> tuple[int, int | None]:
+    """Stream ``url`` into ``part``; returns (bytes received, Content-Length or None).
+
+    Reads return whatever arrived (``read1``), so the overall deadline is checked even when a
+    server trickles single bytes; the idle timeout is the socket timeout."""
     import requests
 
+    started = time.monotonic()
+    with requests.get(url, stream=True, timeout=timeout) as response:
+        response.raise_for_status()
+        stated = response.headers.get("Content-Length")
+        declared = int(stated) if stated and stated.isdigit() and not response.headers.get("Content-Encoding") else None
+        if bar is not None and (declared or size):
+            bar.total = declared or size
+        received = 0
+        with open(part, "wb") as out:
+            while True:
+                chunk = response.raw.read1(CHUNK_SIZE, decode_content=True)
+                if not chunk:
+                    break
+                out.write(chunk)
+                received += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+                if time.monotonic() - started > deadline:
+                    raise _Deadline()
+    return received, declared
+
+
+def _download_locked(url: str, dest: Path, *, expected: str | None, size: int | None, what: str,
+                     progress: bool, warn_unhashed: bool) -> None:
+    import requests
+    import urllib3
+
     timeout = download_timeout()
+    deadline = download_deadline()
     attempts = 1 + download_retries()
     part = meta_dir(dest) / f"{dest.name}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     failure: _Failure | None = None
+    declared: int | None = None
     for attempt in range(1, attempts + 1):
         label = dest.name if len(what) > 40 or "://" in what else f"{what}: {dest.name}"
         bar = _progress_bar(label) if progress else None
         try:
-            downloader = pooch.HTTPDownloader(progressbar=bar if bar is not None else False,
-                                              chunk_size=CHUNK_SIZE, timeout=timeout)
-            downloader(url, str(part), None)
-            received = part.stat().st_size
+            received, declared = _transfer(url, part, timeout=timeout, deadline=deadline, size=size, bar=bar)
+            if declared is not None and received != declared:
+                raise _SizeMismatch(received, declared, "the server's Content-Length")
             if size is not None and received != size:
-                raise _SizeMismatch(received, size)
+                raise _SizeMismatch(received, size, "the registry's size")
             failure = None
         except _SizeMismatch as e:
-            failure = _Failure(f"the transfer from {url} gave {e.received} bytes, expected {e.expected}", True)
+            failure = _Failure(f"the transfer from {url} gave {e.received} bytes, expected {e.expected} "
+                               f"({e.source})", True)
+        except _Deadline:
+            failure = _Failure(f"the transfer from {url} took longer than {deadline:g} s in all "
+                               "(SAMZOO_DOWNLOAD_DEADLINE)", False)
         except requests.RequestException as e:
             failure = _describe_request_error(e, url, timeout)
+        except (urllib3.exceptions.HTTPError, TimeoutError) as e:  # raised by raw reads
+            failure = (_Failure(f"{url} timed out while reading: no data for {timeout:g} s (SAMZOO_DOWNLOAD_TIMEOUT)", True)
+                       if _is_read_timeout(e) else
+                       _Failure(f"the transfer from {url} broke off before the end ({_short(e)})", True))
         except OSError as e:
             failure = _Failure(f"could not write {part}: {e}", False)
         except BaseException:  # KeyboardInterrupt & co: leave no partial file behind
@@ -321,23 +415,32 @@ def _download_locked(url: str, dest: Path, *, expected: str | None, size: int | 
             "corrupt: try again later, or update samzoo / your registry entry if the model was "
             "re-published"
         )
+    verified = expected is not None or size is not None or declared is not None
     if expected is None and warn_unhashed:
         import warnings
 
         warnings.warn(
-            f"{what}: downloaded {url} without a known hash (no verification possible); its hash is "
+            f"{what}: downloaded {url} without a known hash (no verification possible"
+            f"{'' if verified else ', and no size to check either'}); its hash is "
             f"{actual} -- append '#{actual.replace(':', '=')}' to the URL to pin it",
             stacklevel=3,
         )
     os.replace(part, dest)
-    write_record(dest, actual, url=url)
+    write_record(dest, actual, url=url, extra={"verified": verified})
+
+
+def is_unverified(path: str | os.PathLike) -> bool:
+    """True for a cached file downloaded with neither a hash nor a size to check it against."""
+    record = read_record(Path(path))
+    return record is not None and record.get("verified") is False
 
 
 class _SizeMismatch(Exception):
-    def __init__(self, received: int, expected: int):
+    def __init__(self, received: int, expected: int, source: str):
         super().__init__(f"{received} != {expected}")
         self.received = received
         self.expected = expected
+        self.source = source
 
 
 def _advice(what: str, failure: _Failure) -> str:

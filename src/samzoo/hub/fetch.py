@@ -253,6 +253,9 @@ def _visible_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
 
 
+EMBEDDINGS_SUBDIR = "embeddings"  # samzoo.segmentation.embedding_cache's default folder
+
+
 def cache_list() -> list[CachedModel]:
     """Models in the samzoo cache (trusted files only; partial downloads are not listed)."""
     root = cache_dir()
@@ -284,6 +287,12 @@ def cache_list() -> list[CachedModel]:
             commits = sorted(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
             items.append(CachedModel("huggingface", f"hf://{repo}", folder, folder_size(folder / "blobs")
                                      if (folder / "blobs").is_dir() else 0, [f"snapshot {c}" for c in commits]))
+    embeddings = root / EMBEDDINGS_SUBDIR
+    if embeddings.is_dir():
+        keys = [p for p in embeddings.glob("*/*") if p.is_dir()]
+        if keys:
+            items.append(CachedModel("embeddings", EMBEDDINGS_SUBDIR, embeddings, folder_size(embeddings),
+                                     [f"{len(keys)} cached image(s)"]))
     return items
 
 
@@ -293,7 +302,7 @@ def cache_clear(model_ids: str | Sequence[str] | None = None, *, registry: Any =
     root = cache_dir()
     removed: list[Path] = []
     if model_ids is None:
-        for sub in HUB_SUBDIRS:
+        for sub in (*HUB_SUBDIRS, EMBEDDINGS_SUBDIR):
             path = root / sub
             if path.exists():
                 shutil.rmtree(path)
@@ -303,6 +312,11 @@ def cache_clear(model_ids: str | Sequence[str] | None = None, *, registry: Any =
         model_ids = [model_ids]
     reg = registry if isinstance(registry, Registry) else load_registry(registry, offline=True)
     for model_id in model_ids:
+        if model_id == EMBEDDINGS_SUBDIR:  # `samzoo cache clear embeddings`: the image embeddings only
+            if (root / EMBEDDINGS_SUBDIR).exists():
+                shutil.rmtree(root / EMBEDDINGS_SUBDIR)
+                removed.append(root / EMBEDDINGS_SUBDIR)
+            continue
         res = resolve(model_id, registry=reg)
         if not res.cache_key:
             raise ModelNotFoundError(f"{model_id} is a local file or folder, not something in the cache")

@@ -1,9 +1,10 @@
-"""``samzoo package MODEL -o OUTDIR [--card model_cards/NAME.yaml] [--formats ...]``."""
+"""``samzoo package [-m MODEL] -o OUTDIR [--card model_cards/NAME.yaml] [--formats ...]``."""
 
 from __future__ import annotations
 
 import argparse
 
+from .. import cli_options as opts
 from .export import FORMATS, KINDS
 
 
@@ -19,9 +20,10 @@ def register(subparsers) -> None:
                     "decoder maps, TorchScript and ONNX weights, halo for blockwise consumers) and 'interactive' (image + prompts -> masks). "
                     "Every zip is complete or absent: nothing partial is left on errors.",
     )
-    p.add_argument("model", nargs="?", default=None,
-                   help="model ID, checkpoint path or package (default: the shipped default model)")
-    p.add_argument("-o", "--outdir", required=True, help="folder for the zips (created if missing)")
+    p.add_argument("model_positional", nargs="?", default=None, metavar="MODEL",
+                   help="deprecated spelling of -m/--model")
+    opts.add_model(p)
+    opts.add_output(p, "folder for the zips (created if missing)", required=True, old="--outdir")
     p.add_argument("--card", default=None, metavar="YAML",
                    help="model card (model_cards/NAME.yaml); default: built from the checkpoint's metadata")
     p.add_argument("--formats", type=_formats, default=FORMATS, metavar="F[,F]",
@@ -34,9 +36,18 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..outputs import check_writable_folder
     from .export import package_model
 
-    written = package_model(args.model, args.outdir, card=args.card, formats=args.formats,
+    model = args.model
+    if args.model_positional is not None:
+        if model is not None:
+            raise InputError("give the model once: -m/--model ID (the positional MODEL is its old spelling)")
+        opts.deprecation_note("the positional MODEL of `samzoo package`", "-m/--model MODEL")
+        model = args.model_positional
+    check_writable_folder(args.output, "--output folder")
+    written = package_model(model, args.output, card=args.card, formats=args.formats,
                             sample_image=args.sample_image, kinds=args.kinds)
     for kind, path in written.items():
         print(f"{kind}: {path}")

@@ -318,10 +318,9 @@ def _overlay(rgb: np.ndarray, labels: np.ndarray, points=None, boxes=None) -> np
     try:
         from ..visualize import overlay  # type: ignore[attr-defined]
 
-        # visualize uses numpy order: points (y, x), boxes (y0, x0, y1, x1); ours are SAM's (x, y)
-        yx = None if points is None else np.asarray(points, np.float64)[:, ::-1]
-        yxyx = None if boxes is None else np.asarray(boxes, np.float64)[:, [1, 0, 3, 2]] - [0, 0, 1, 1]
-        result = np.asarray(overlay(rgb, labels, points=yx, boxes=yxyx))
+        # visualize takes (x, y) like SAM; its boxes have inclusive corners
+        xyxy = None if boxes is None else np.asarray(boxes, np.float64) - [0, 0, 1, 1]
+        result = np.asarray(overlay(rgb, labels, points=points, boxes=xyxy))
         if result.shape[:2] == labels.shape and result.ndim == 3:
             return result[..., :3].astype(np.uint8)
     except Exception:  # visualize missing or a different convention: use the simple overlay

@@ -93,9 +93,21 @@ def check_licences(packages: Sequence[Path], *, public: bool, confirmed: bool) -
                 "them to a public record needs --licence-allows-publishing (only if you have permission)")
 
 
+def _check_checkpoint(path: Path) -> None:
+    """The checkpoint must load as a model (tensors only; nothing in it runs)."""
+    from ..api import load_checkpoint_file
+    from ..errors import SamzooError
+
+    try:
+        load_checkpoint_file(path)
+    except SamzooError as err:
+        raise PublishError(f"checkpoint {path} does not load, so it is not published: {err}") from None
+
+
 def check_inputs(packages: Sequence[str | os.PathLike], checkpoint: str | os.PathLike | None) -> list[Path]:
-    """The package paths, after checking that each is a readable zip whose description is valid and
-    whose files match their sha256 (``samzoo.packaging.integrity``), and that the checkpoint exists."""
+    """The package paths, after checking -- before any request -- that each is a readable zip whose
+    description is valid and whose files match their sha256 (``samzoo.packaging.integrity``), and
+    that the checkpoint loads: ``publish`` never uploads whatever it is given."""
     from ..packaging.integrity import verify_package
 
     if not packages:
@@ -109,8 +121,10 @@ def check_inputs(packages: Sequence[str | os.PathLike], checkpoint: str | os.Pat
             raise PublishError(f"package {path} is not a zip file (expected a BioImage.IO package .zip)")
         verify_package(path)
         paths.append(path)
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise PublishError(f"checkpoint {checkpoint} does not exist")
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise PublishError(f"checkpoint {checkpoint} does not exist")
+        _check_checkpoint(Path(checkpoint))
     return paths
 
 
@@ -183,5 +197,32 @@ def collect_files(
     return files
 
 
+_STAGING_PREFIX = "samzoo-publish-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _sweep_stale_staging(root: Path) -> None:
+    """Remove staging folders of publish runs that were killed (``kill -9`` skips every cleanup):
+    their names carry the pid, and a folder whose process is gone is left over."""
+    import shutil
+
+    for folder in root.glob(f"{_STAGING_PREFIX}*-*"):
+        pid_text = folder.name[len(_STAGING_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def staging_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="samzoo-publish-")
+    """A temporary folder named after this process; leftovers of killed runs are removed first."""
+    root = Path(tempfile.gettempdir())
+    _sweep_stale_staging(root)
+    return tempfile.TemporaryDirectory(prefix=f"{_STAGING_PREFIX}{os.getpid()}-")

@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
         description=PUBLISH_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("packages", nargs="+", metavar="PACKAGE", help="BioImage.IO package zip(s)")
+    p.add_argument("packages", nargs="*", metavar="PACKAGE", help="BioImage.IO package zip(s)")
     p.add_argument(
         "--to",
         nargs="+",
@@ -58,6 +58,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--licence-allows-publishing", action="store_true",
                    help="confirm that the weights' licence lets you publish them publicly (needed for packages "
                         "marked not redistributable, e.g. CellSAM's non-commercial weights)")
+    p.add_argument("--new-draft", action="store_true",
+                   help="Zenodo: start a new draft although an earlier run was interrupted while creating one "
+                        "(after deleting that draft on Zenodo)")
     p.set_defaults(func=run_publish)
 
     c = subparsers.add_parser("card", help="check and render model cards")
@@ -68,6 +71,7 @@ def register(subparsers: Any) -> None:
     )
     r.add_argument("card", metavar="CARD", help="model card YAML")
     r.add_argument("-o", "--output", metavar="README.md", help="output file (default: print); the cover is copied next to it")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument(
         "--front-matter", action="store_true", help="start with the Hugging Face YAML header (license, tags, ...)"
     )
@@ -77,21 +81,24 @@ def register(subparsers: Any) -> None:
     k.set_defaults(func=run_card_check)
 
 
-def _parse_target(values: list[str]) -> tuple[str, str | None]:
+def _parse_target(values: list[str]) -> tuple[str, str | None, list[str]]:
+    """(target, repository, packages that followed --to): ``--to zenodo pkg.zip`` and
+    ``--to hf ORG/REPO pkg.zip`` work as well as packages before --to."""
     target = values[0].lower()
     if target == "zenodo":
-        if len(values) > 1:
-            raise PublishError(f"--to zenodo takes no repository (got {' '.join(values[1:])!r}); put packages before --to")
-        return "zenodo", None
+        return "zenodo", None, list(values[1:])
     if target in ("hf", "huggingface", "hugging-face"):
-        if len(values) != 2:
+        if len(values) < 2 or values[1].lower().endswith(".zip"):
             raise PublishError("--to hf needs the repository: --to hf ORG/REPO")
-        return "hf", values[1]
+        return "hf", values[1], list(values[2:])
     raise PublishError(f"unknown publishing target {values[0]!r}: use --to zenodo or --to hf ORG/REPO")
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    target, repo = _parse_target(args.to)
+    target, repo, more = _parse_target(args.to)
+    args.packages = list(args.packages) + more
+    if not args.packages:
+        raise PublishError("no package given: samzoo publish PACKAGE.zip --to zenodo (or --to hf ORG/REPO)")
     if target == "zenodo":
         if args.private:
             raise PublishError("--private is for Hugging Face; Zenodo records are public")
@@ -105,6 +112,7 @@ def run_publish(args: argparse.Namespace) -> int:
             sandbox=args.sandbox,
             dry_run=args.dry_run,
             licence_allows_publishing=args.licence_allows_publishing,
+            new_draft=args.new_draft,
         )
     else:
         if args.new_version_of or args.sandbox:
@@ -134,6 +142,10 @@ def run_card_render(args: argparse.Namespace) -> int:
     from .card import load_card, render_card, write_readme
     from .huggingface import hf_front_matter
 
+    if args.output:
+        from ..outputs import check_output_file
+
+        check_output_file(args.output, "--output", inputs=(args.card,), overwrite=args.overwrite)
     card = load_card(args.card)
     kwargs: dict[str, Any] = {}
     if args.front_matter:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -409,7 +410,50 @@ class _Session:
         return None if resp.status in (404, 410) else resp.json()
 
     def create(self) -> dict[str, Any]:
-        return self.call("POST", "api/deposit/depositions", "creating a deposition", json_body={}).json()
+        """One POST, never retried: a retry after a lost answer would make a second deposition.
+        The caller has recorded its intent first, so a re-run looks for this draft instead."""
+        step = "creating a deposition"
+        try:
+            resp = self.client.send("POST", "api/deposit/depositions", json_body={})
+        except Transient as exc:
+            raise PublishError(f"{step} on Zenodo at {self.base} got no answer ({exc}); run the same command "
+                               "again: it looks for the draft this attempt may have made before creating one") from None
+        if resp.status not in (200, 201):
+            raise self.explain(resp, step)
+        return resp.json()
+
+    def find_interrupted_draft(self, intent: dict[str, Any]) -> dict[str, Any] | None:
+        """The draft an interrupted run created after recording ``intent`` (None: it made none).
+
+        Zenodo lists the user's drafts; the one to adopt is empty (no files, no title) and was
+        created after the intent was recorded. Anything else stops the run rather than risk a
+        second deposition."""
+        from datetime import datetime
+
+        since = float(intent.get("at", 0)) - 120  # clock skew between this machine and Zenodo
+        resp = self.call("GET", "api/deposit/depositions?status=draft&sort=mostrecent&size=50",
+                         "listing your drafts", ok=(200, 400, 404, 405))
+        drafts = resp.json() if resp.status == 200 else None
+        if not isinstance(drafts, list):
+            raise PublishError(
+                f"an earlier run was interrupted while creating a Zenodo draft, and the drafts on {self.base} "
+                f"cannot be listed to find it; check {self.base}/me/uploads for an empty draft, delete it, then "
+                "run again with --new-draft (this stops rather than risk a second deposition)")
+
+        def created(d: dict[str, Any]) -> float:
+            try:
+                return datetime.fromisoformat(str(d.get("created", "")).replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return 0.0
+
+        empty = [d for d in drafts if isinstance(d, dict) and not d.get("files")
+                 and not (d.get("metadata") or {}).get("title") and created(d) >= since]
+        if len(empty) > 1:
+            raise PublishError(
+                f"an earlier run was interrupted while creating a Zenodo draft and {len(empty)} empty drafts made "
+                f"since could be it ({', '.join(str(d.get('id')) for d in empty)}); delete the extra ones at "
+                f"{self.base}/me/uploads, then run again")
+        return empty[0] if empty else None
 
     def create_new_version(self, parent: str) -> dict[str, Any]:
         record_id = parse_record_id(parent)
@@ -496,8 +540,12 @@ def publish_zenodo(
     token: str | None = None,
     policy: RetryPolicy | None = None,
     log: Callable[[str], None] = stderr_log,
+    new_draft: bool = False,
 ) -> ZenodoResult | dict[str, Any]:
     """Publish packages (+ checkpoint) with the card's metadata; returns the result (or the plan for ``dry_run``).
+
+    ``new_draft``: start a new draft even when an earlier run was interrupted while creating one
+    (after the user deleted that draft on Zenodo).
 
     ``token`` defaults to ``ZENODO_TOKEN``; ``base_url`` to ``zenodo_base_url(sandbox)``. A dry run
     touches no network and needs no token.
@@ -530,7 +578,7 @@ def publish_zenodo(
         key = f"zenodo {base} {' '.join(names)}" + (f" new-version-of={new_version_of}" if new_version_of else "")
         fingerprint = {f.name: f.sha256 for f in files}
         with state.locked():
-            return _publish_locked(session, state, key, fingerprint, files, model_card, new_version_of)
+            return _publish_locked(session, state, key, fingerprint, files, model_card, new_version_of, new_draft)
 
 
 def _publish_locked(
@@ -541,6 +589,7 @@ def _publish_locked(
     files: list[UploadFile],
     card: ModelCard,
     new_version_of: str | None,
+    new_draft: bool = False,
 ) -> ZenodoResult:
     entry = state.get(key)
     if entry and entry.get("status") == "published":
@@ -569,8 +618,20 @@ def _publish_locked(
             entry, s.dep_id = None, None
         else:
             s.log(f"continuing draft {s.dep_id} (from {state.path})")
+    if deposition is None and entry and entry.get("status") == "creating" and not new_draft and not new_version_of:
+        deposition = s.find_interrupted_draft(entry)
+        if deposition is not None:
+            s.dep_id = int(deposition["id"])
+            entry = {"status": "draft", "deposition_id": s.dep_id, "new_version_of": None, "files": fingerprint,
+                     "inherited_cleared": True}
+            state.put(key, entry)
+            s.log(f"found draft {s.dep_id} made by the interrupted run; continuing it")
     if deposition is None:
-        deposition = s.create_new_version(new_version_of) if new_version_of else s.create()
+        if not new_version_of:  # the intent goes to disk before the request (kill -9 safe)
+            state.put(key, {"status": "creating", "at": time.time(), "files": fingerprint})
+            deposition = s.create()
+        else:
+            deposition = s.create_new_version(new_version_of)
         s.dep_id = int(deposition["id"])
         entry = {"status": "draft", "deposition_id": s.dep_id, "new_version_of": new_version_of, "files": fingerprint}
         entry["inherited_cleared"] = not new_version_of

@@ -24,14 +24,20 @@ An *entry* is one encoded window of the image: ``full`` for an untiled image, ot
 tile's outer block (e.g. ``y0-1024_x896-2048``), so tiled images are cached tile by tile and can
 be filled lazily. Every file is written to a temporary name and moved into place with
 ``os.replace``; the ``.json`` of an entry is written after its ``.npy``, so an entry whose
-sidecar exists is complete. Unreadable or inconsistent entries are treated as missing (and
-overwritten), never as errors: a cache can always be deleted.
+sidecar exists is complete. The sidecar carries the SHA-256 of the embedding's bytes: an entry
+whose bytes no longer match (a disk error, a zero-filled or truncated file) or that holds
+non-finite values is recomputed and overwritten, never used. Unreadable or inconsistent entries
+are treated as missing, never as errors: a cache can always be deleted.
+
+The cache is an optimisation, so it never stops segmentation: when the folder cannot be written
+(read-only, full disk, a file in the way) one warning says so and the run goes on without it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +48,13 @@ import torch
 
 from ..io import atomic_path
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: entries carry the SHA-256 of their bytes
 _FINGERPRINT_ATTR = "_samzoo_fingerprint"
+log = logging.getLogger(__name__)
+
+
+def _array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -119,6 +130,8 @@ class EmbeddingCache:
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
         self.hits = 0
         self.misses = 0
+        self.corrupt = 0  # entries found damaged and recomputed
+        self.writable = True  # False after the first failed write: the run goes on uncached
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.directory)!r})"
@@ -131,45 +144,74 @@ class EmbeddingCache:
     def folder(self, key: str) -> Path:
         return self.directory / key[:2] / key
 
+    def _write_failed(self, err: OSError) -> None:
+        if self.writable:
+            log.warning("embedding cache %s is not writable (%s); continuing without caching embeddings",
+                        self.directory, err.strerror or err)
+        self.writable = False
+
     def describe(self, key: str, description: dict[str, Any]) -> None:
         """Write the key's manifest (once; it only documents what the key was made of)."""
+        if not self.writable:
+            return
         folder = self.folder(key)
         manifest = folder / "manifest.json"
-        if manifest.is_file():
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        payload = {"format": CACHE_FORMAT, "key": key, **description}
-        _atomic_write(manifest, lambda f: f.write(json.dumps(payload, indent=1, sort_keys=True).encode()))
+        try:
+            if manifest.is_file():
+                return
+            folder.mkdir(parents=True, exist_ok=True)
+            payload = {"format": CACHE_FORMAT, "key": key, **description}
+            _atomic_write(manifest, lambda f: f.write(json.dumps(payload, indent=1, sort_keys=True).encode()))
+        except OSError as err:
+            self._write_failed(err)
 
     def load(self, key: str, entry: str, *, expected_channels: int | None = None) -> CachedEmbedding | None:
         """The stored embedding, or None when it is absent or unreadable (never raises)."""
         folder = self.folder(key)
+        sidecar = folder / f"{entry}.json"
+        if not sidecar.is_file():
+            self.misses += 1
+            return None
         try:
-            meta = json.loads((folder / f"{entry}.json").read_text())
+            meta = json.loads(sidecar.read_text())
             embedding = np.load(folder / f"{entry}.npy", allow_pickle=False)
             input_shape = tuple(int(v) for v in meta["input_shape"])
             ok = (embedding.ndim == 3 and embedding.dtype == np.float32 and len(input_shape) == 2
                   and list(embedding.shape) == list(meta["shape"])
-                  and (expected_channels is None or embedding.shape[0] == expected_channels))
-        except (OSError, ValueError, KeyError, TypeError):
+                  and (expected_channels is None or embedding.shape[0] == expected_channels)
+                  and meta.get("sha256") == _array_sha256(embedding)
+                  and bool(np.isfinite(embedding).all()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             ok = False
-        if not ok:
+        if not ok:  # present but damaged: recomputed (and overwritten by save), never used
             self.misses += 1
+            self.corrupt += 1
+            log.warning("cached embedding %s/%s is damaged; recomputing it", key[:12], entry)
             return None
         self.hits += 1
         return CachedEmbedding(embedding, input_shape)  # type: ignore[arg-type]
 
     def save(self, key: str, entry: str, embedding: np.ndarray, input_shape: tuple[int, int],
              window: tuple[slice, slice] | None = None) -> None:
-        """Store one window embedding atomically (the sidecar JSON last)."""
-        folder = self.folder(key)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Store one window embedding atomically (the sidecar JSON, with the bytes' SHA-256, last).
+        Non-finite embeddings are not stored; a failed write disables the cache for this run."""
+        if not self.writable:
+            return
         array = np.ascontiguousarray(embedding, dtype=np.float32)
-        _atomic_write(folder / f"{entry}.npy", lambda f: np.save(f, array, allow_pickle=False))
-        meta = {"shape": list(array.shape), "input_shape": [int(v) for v in input_shape]}
+        if not np.isfinite(array).all():
+            return
+        folder = self.folder(key)
+        meta = {"shape": list(array.shape), "input_shape": [int(v) for v in input_shape],
+                "sha256": _array_sha256(array)}
         if window is not None:
             meta["window"] = [[int(s.start), int(s.stop)] for s in window]
-        _atomic_write(folder / f"{entry}.json", lambda f: f.write(json.dumps(meta).encode()))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{entry}.json").unlink(missing_ok=True)  # incomplete until the new sidecar lands
+            _atomic_write(folder / f"{entry}.npy", lambda f: np.save(f, array, allow_pickle=False))
+            _atomic_write(folder / f"{entry}.json", lambda f: f.write(json.dumps(meta).encode()))
+        except OSError as err:
+            self._write_failed(err)
 
 
 def as_embedding_cache(value: "EmbeddingCache | str | os.PathLike | bool | None") -> EmbeddingCache | None:

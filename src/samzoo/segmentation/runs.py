@@ -27,10 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--name-pattern", default=None, metavar="PATTERN",
                    help=f"output file name per input in a batch (default {DEFAULT_NAME_PATTERN!r}; fields "
                         "{stem} {name} {suffix} {parent} {index})")
-    g.add_argument("--overwrite", action="store_true",
-                   help="redo outputs that exist (default: skip complete outputs, resume partial stores)")
-    g.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
-                   help="where the model runs (default auto: the GPU when there is one)")
     g.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="blockwise/batch inference precision (bfloat16: autocast, for CPUs with AVX-512 BF16/AMX "
                         "and GPUs)")
@@ -61,22 +57,10 @@ def wants_scale(args: argparse.Namespace) -> bool:
 
 
 def resolve_device(text: str | None) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda[:N]`` checked to exist."""
-    import torch
+    """``--device`` as a torch device string (``samzoo.devices.inference_device`` decides)."""
+    from ..devices import inference_device
 
-    text = (text or "auto").strip().lower()
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if text == "cpu":
-        return "cpu"
-    if text == "cuda" or text.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {text}: no CUDA GPU is available here (use --device cpu or auto)")
-        index = text.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise InputError(f"--device {text}: there are {torch.cuda.device_count()} CUDA devices (0-based)")
-        return text
-    raise InputError(f"--device must be auto, cpu or cuda[:N], got {text!r}")
+    return str(inference_device(text))
 
 
 def _model_fingerprint(model: Any, params: Any) -> dict[str, Any]:

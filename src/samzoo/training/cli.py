@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import cli_options as opts
 from ..errors import InputError
 
 
@@ -13,23 +14,32 @@ def _train(args: argparse.Namespace) -> int:
 
     if (args.config is None) == (args.preset is None):
         raise InputError("give either a CONFIG.yaml or --preset NAME (not both)")
+    if args.iterations is not None and args.iterations < 1:
+        raise InputError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise InputError(f"--max-minutes must be > 0, got {args.max_minutes}")
     settings = read_config_data(args.config) if args.config else {"preset": args.preset}
     family = _training_family(settings)
     if family is not None and family.train is not None:
-        overrides = {"out_dir": args.out, "iterations": args.iterations, "max_minutes": args.max_minutes}
-        family.train({**settings, **{k: v for k, v in overrides.items() if v}}, progress=True)
-        print(f"{family.title} training: best checkpoint in {args.out or settings.get('out_dir', '.')}/best.pt")
+        overrides = {"out_dir": args.output, "iterations": args.iterations, "max_minutes": args.max_minutes}
+        family.train({**settings, **{k: v for k, v in overrides.items() if v is not None}}, progress=True)
+        print(f"{family.title} training: best checkpoint in {args.output or settings.get('out_dir', '.')}/best.pt")
         return 0
     config = load_config(args.config) if args.config else preset_config(args.preset)
     changes: dict[str, Any] = {}
-    if args.out:
-        changes["out_dir"] = args.out
-    if args.iterations:
+    if args.output is not None:
+        changes["out_dir"] = args.output
+    if args.iterations is not None:
         changes["iterations"] = args.iterations
-    if args.max_minutes:
+    if args.max_minutes is not None:
         changes["max_minutes"] = args.max_minutes
+    if args.device is not None:
+        changes["device"] = args.device
     if changes:
         config = config.replace(**changes)
+    from ..outputs import check_writable_folder
+
+    check_writable_folder(config.out_dir, "training output folder")
     from .trainer import Trainer
 
     trainer = Trainer(config, resume=not args.restart)
@@ -65,9 +75,13 @@ def _training_family(settings: dict[str, Any]):
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model (μSAM: SAM + AIS decoder; SAMCell: distance map; the family comes from the config)")
     p.add_argument("config", nargs="?", help="training config YAML (see samzoo.training.config.TrainConfig)")
-    p.add_argument("--preset", help="a named training preset instead of a YAML file (test, tiny-cpu, finetune; samcell-tiny-cpu, samcell-finetune)")
-    p.add_argument("--out", help="output folder (overrides out_dir)")
-    p.add_argument("--iterations", type=int, help="override the number of iterations")
+    p.add_argument("--preset", help="a named training preset instead of a YAML file: test (seconds), finetune-cpu (minutes: "
+                        "fine-tunes the shipped model on data/train + data/val folders), finetune (GPU, from vit_b), "
+                        "tiny-from-scratch (~90 min CPU), lm-generalist, em-organelles, specialist; "
+                        "samcell-tiny-cpu, samcell-finetune")
+    opts.add_output(p, "output folder (overrides out_dir)", old="--out")
+    p.add_argument("--iterations", type=int, help="override the number of iterations (>= 1)")
+    p.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]", help="override the config's device")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time (checkpoints are kept)")
     p.add_argument("--restart", action="store_true", help="ignore an existing latest checkpoint in the output folder")
     p.set_defaults(func=_train)

@@ -342,8 +342,16 @@ class Trainer:
                 shutil.copyfile(self.ckpt_dir / LATEST, tmp)
 
     def _load_state(self) -> None:
+        from ..state_files import read_state
+
         path = self.ckpt_dir / STATE
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = read_state(path)
+            int(state["iteration"]), float(state["best_metric"]), state["optimizer"], state["scheduler"]
+        except (CheckpointError, KeyError, TypeError, ValueError) as err:
+            detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
+            raise CheckpointError(f"cannot resume from {path}: {detail}; pass --restart to start the run over "
+                                  "(or delete the file)") from None
         model_iter = self.model.metadata.get("training", {}).get("iteration")
         if model_iter is not None and model_iter != state["iteration"]:
             raise CheckpointError(f"{path} (iteration {state['iteration']}) does not belong to "

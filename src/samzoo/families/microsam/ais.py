@@ -23,6 +23,7 @@ from skimage.segmentation import relabel_sequential, watershed
 from ...errors import InputError
 
 _THRESHOLDS = ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold")
+MAX_SMOOTHING = 64.0  # sigma in pixels; larger kernels cost time and memory for nothing
 _SMOOTHINGS = ("foreground_smoothing", "distance_smoothing")
 _RANGE_TOLERANCE = 1e-3  # sigmoid outputs stored as float16 can overshoot [0, 1] by rounding
 
@@ -53,8 +54,9 @@ class AisParams:
                 raise InputError(f"AIS parameter {name} must be finite, got {value}")
             if name in _THRESHOLDS and not 0.0 < value <= 1.0:
                 raise InputError(f"AIS parameter {name} must be in (0, 1], got {value}")
-            if name in _SMOOTHINGS and value < 0.0:
-                raise InputError(f"AIS parameter {name} must be >= 0, got {value}")
+            if name in _SMOOTHINGS and not 0.0 <= value <= MAX_SMOOTHING:
+                raise InputError(f"AIS parameter {name} must be >= 0 and <= {MAX_SMOOTHING:g} (a Gaussian sigma "
+                                 f"in pixels), got {value}")
             object.__setattr__(self, name, value)
         size = self.min_size
         integral = isinstance(size, (int, np.integer)) or (

@@ -58,6 +58,10 @@ _INTS = {"points_per_side": 1, "points_per_batch": 1, "min_mask_region_area": 0}
 _UNIT = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
 
 
+# Upper bounds: points_per_side=100000 would ask for a 10^10-point grid (74 GiB) before anything runs.
+_INT_MAXIMA = {"points_per_side": 256, "points_per_batch": 4096}
+
+
 @dataclass(frozen=True)
 class AmgParams:
     """SAM's automatic-mask-generation settings (same names and defaults as segment-anything)."""
@@ -77,6 +81,9 @@ class AmgParams:
                 isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer())
             if isinstance(value, bool) or not integral or value < minimum:
                 raise InputError(f"AMG parameter {name} must be a whole number >= {minimum}, got {value!r}")
+            if name in _INT_MAXIMA and value > _INT_MAXIMA[name]:
+                raise InputError(f"AMG parameter {name} must be <= {_INT_MAXIMA[name]} (memory grows with its "
+                                 f"square), got {value!r}")
             object.__setattr__(self, name, int(value))
         for name in (*_UNIT, "stability_score_offset"):
             value = getattr(self, name)
@@ -85,8 +92,8 @@ class AmgParams:
                 raise InputError(f"AMG parameter {name} must be a finite number, got {value!r}")
             if name in _UNIT and not 0.0 <= value <= 1.0:
                 raise InputError(f"AMG parameter {name} must be in [0, 1], got {value}")
-            if name == "stability_score_offset" and value < 0:
-                raise InputError(f"AMG parameter {name} must be >= 0, got {value}")
+            if name == "stability_score_offset" and not 0 <= value <= 100:
+                raise InputError(f"AMG parameter {name} must be in [0, 100], got {value}")
             object.__setattr__(self, name, float(value))
 
     def to_dict(self) -> dict[str, Any]:

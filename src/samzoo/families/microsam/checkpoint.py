@@ -124,6 +124,22 @@ def _load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], wha
     module.load_state_dict(state, strict=True)
 
 
+def _check_against_skeleton(config: ModelConfig, sam_state: Mapping[str, Any],
+                            ais_state: Mapping[str, Any] | None, name: str) -> None:
+    """Build the architecture on the meta device (no memory) and compare it with the file's
+    tensors, so a small file whose config claims a huge model fails before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            skeleton = SamzooModel(config, with_ais_decoder=ais_state is not None)
+    except (ValueError, RuntimeError, TypeError, AssertionError) as err:
+        raise CheckpointError(f"{name}: its model config cannot be built: {err}") from None
+    problem = describe_mismatch(skeleton.sam.state_dict(), sam_state, f"SAM weights in {name}")
+    if problem is None and ais_state is not None:
+        problem = describe_mismatch(decoder_state(skeleton.ais_decoder), ais_state, f"AIS decoder weights for {name}")
+    if problem:
+        raise CheckpointError(problem)
+
+
 def load_checkpoint(path: str | os.PathLike, *, decoder_path: str | os.PathLike | None = None,
                     config: ModelConfig | None = None) -> SamzooModel:
     """Build the model a checkpoint describes and load its weights (any of the three flavours)."""
@@ -134,6 +150,10 @@ def load_from_state(path: str | os.PathLike, state: Mapping[str, Any], *,
                     decoder_path: str | os.PathLike | None = None, config: ModelConfig | None = None) -> SamzooModel:
     """``load_checkpoint`` on an already read ``state`` (``path`` names the file in errors)."""
     flavour = checkpoint_flavour(state)
+    for key in ("model_state", "decoder_state"):
+        if flavour != "sam" and key in state and not isinstance(state[key], Mapping):
+            raise CheckpointError(f"{Path(path).name}: {key} must be a mapping of tensors, got "
+                                  f"{type(state[key]).__name__}")
     if flavour == "sam":
         sam_state, ais_state = _strip_trainer_prefix(state), None
     else:
@@ -142,19 +162,25 @@ def load_from_state(path: str | os.PathLike, state: Mapping[str, Any], *,
     if decoder_path is not None:
         extra = read_state(decoder_path)
         ais_state = dict(extra.get("decoder_state", extra))
+    name = Path(path).name
+    if flavour == "samzoo":
+        for key in ("ais_params", "metadata"):
+            if not isinstance(state.get(key, {}), Mapping):
+                raise CheckpointError(f"{name}: {key} must be a mapping, got {type(state[key]).__name__}")
     if flavour == "samzoo" and config is None:
-        config = ModelConfig.from_dict(dict(state["config"]))
+        config = ModelConfig.from_dict(state["config"])
     if config is None:
         config = infer_config(sam_state, ais_state)
     if ais_state is not None and not config.ais_decoder:
         config = config.replace(ais_decoder=True)
+    _check_against_skeleton(config, sam_state, ais_state, name)
     model = SamzooModel(
         config,
         with_ais_decoder=ais_state is not None,
         ais_params=dict(state.get("ais_params", {})) if flavour == "samzoo" else None,
         metadata=dict(state.get("metadata", {})) if flavour == "samzoo" else {"source_flavour": flavour},
     )
-    _load_strict(model.sam, sam_state, f"SAM weights in {Path(path).name}")
+    _load_strict(model.sam, sam_state, f"SAM weights in {name}")
     if ais_state is not None:
         problem = describe_mismatch(decoder_state(model.ais_decoder), ais_state,
                                     f"AIS decoder weights for {Path(path).name}")

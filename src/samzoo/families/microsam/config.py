@@ -9,6 +9,15 @@ from typing import Any
 from ...errors import CheckpointError
 
 ENCODER_KINDS = ("vit", "tiny_vit")
+# Sane bounds for every number of the architecture (vit_h, the largest SAM, is well inside): a
+# config from a file is checked against them before anything is built, and the built skeleton
+# against the file's tensors (checkpoint.load_from_state) before any memory is allocated.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "img_size": (16, 4096), "patch_size": (2, 64), "embed_dim": (8, 2048), "depth": (1, 64),
+    "num_heads": (1, 64), "window_size": (1, 256), "mlp_ratio": (0.25, 16), "prompt_embed_dim": (8, 1024),
+    "mask_decoder_depth": (1, 16), "mask_decoder_mlp_dim": (8, 16384), "mask_decoder_heads": (1, 64),
+    "iou_head_hidden_dim": (8, 4096), "ais_initial_features": (1, 512),
+}
 NORMALIZATIONS = ("minmax", "percentile")
 
 
@@ -42,8 +51,16 @@ class ModelConfig:
     tiny_vit: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from ...schema import summarize, type_problems
+
+        problems = type_problems(self)
+        if problems:  # wrong types first: the checks below assume numbers
+            raise CheckpointError("invalid model config: " + summarize(problems))
         object.__setattr__(self, "global_attn_indexes", tuple(int(i) for i in self.global_attn_indexes))
-        problems = []
+        problems = [f"{name} must be in [{low:g}, {high:g}], got {getattr(self, name)}"
+                    for name, (low, high) in BOUNDS.items() if not low <= getattr(self, name) <= high]
+        if problems:  # zeros divide, huge values allocate: nothing below runs on them
+            raise CheckpointError("invalid model config: " + summarize(problems))
         if self.encoder not in ENCODER_KINDS:
             problems.append(f"encoder must be one of {ENCODER_KINDS}, got {self.encoder!r}")
         if self.normalization not in NORMALIZATIONS:
@@ -72,7 +89,9 @@ class ModelConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: Any) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise CheckpointError(f"model config must be a mapping, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -115,8 +134,13 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def preset(name: str, **changes: Any) -> ModelConfig:
-    """A named architecture, optionally with fields changed."""
+def architecture(name: str, **changes: Any) -> ModelConfig:
+    """A named architecture (vit_b, vit_l, vit_h, vit_t, tiny, test), optionally with fields
+    changed. "Preset" means a *training* preset (``samzoo train --preset``); this is the model's
+    shape. ``preset`` is this function's old name and keeps working for one release."""
     if name not in PRESETS:
         raise CheckpointError(f"unknown architecture {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name].replace(**changes) if changes else PRESETS[name]
+
+
+preset = architecture  # old name (one release): "preset" now means training presets only

@@ -93,6 +93,11 @@ def _as_pair(name: str, value: int | Sequence[int], minimum: int) -> tuple[int, 
     return pair
 
 
+def min_tile_side(img_size: int) -> int:
+    """The smallest tile side accepted: an eighth of the model input, at least 16 px."""
+    return max(16, img_size // 8)
+
+
 def resolve_tiling(image_shape: tuple[int, int], img_size: int, tile_shape=None, halo=None
                    ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
     """The ``(tile_shape, halo)`` to use for an image, or ``(None, None)`` for no tiling.
@@ -115,7 +120,9 @@ def resolve_tiling(image_shape: tuple[int, int], img_size: int, tile_shape=None,
         if min(tile) < 1:
             raise InputError(f"halo {halo} leaves no tile inside the model's {img_size} px input")
     else:
-        tile = _as_pair("tile_shape", tile_shape, 1)
+        # a floor on the tile: --tile-shape 1 would run one encoder pass per pixel (16,384 of them
+        # on a 128 px image) for tiles no model can read
+        tile = _as_pair("tile_shape", tile_shape, min_tile_side(img_size))
         if halo is None:
             halo = (min(img_size // 8, tile[0] // 4), min(img_size // 8, tile[1] // 4))
         if 2 * halo[0] > tile[0] or 2 * halo[1] > tile[1]:

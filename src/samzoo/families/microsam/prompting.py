@@ -43,12 +43,14 @@ def segment_from_prompts(
     points=None,
     point_labels=None,
     boxes=None,
+    masks=None,
     tile_shape: int | Sequence[int] | None = None,
     halo: int | Sequence[int] | None = None,
     embedding_cache: "EmbeddingCache | str | bool | None" = None,
     progress: bool = True,
     predictor: Predictor | None = None,
-) -> np.ndarray:
+    return_scores: bool = False,
+) -> "np.ndarray | tuple[np.ndarray, np.ndarray]":
     """Interactive segmentation of a 2D image -> uint32 labels, one object per prompt.
 
     Each box is one object (label i + 1 for box i). Points (x, y) with ``point_labels`` 1/0
@@ -56,7 +58,12 @@ def segment_from_prompts(
     negative points exclude); with several boxes each point belongs to the smallest box that
     contains it. For a single-point prompt the best of SAM's three candidates is kept. Masks are
     painted largest first so a smaller object inside a larger one stays visible.
-    ``predictor``: reuse one whose image is already set (then ``image`` may be None).
+    ``masks``: a mask prompt -- a binary mask of the image's shape (or SAM's low-res logits) that
+    describes the object roughly; alone or with points/one box (one object). ``predictor``: reuse
+    one whose image is already set (then ``image`` may be None). ``return_scores``: also return the
+    predicted IoU of each object (index i for label i + 1).
+
+    >>> labels, scores = segment_from_prompts(image, model, masks=rough_mask, return_scores=True)  # doctest: +SKIP
     """
     if predictor is None:
         raw = np.asarray(image)
@@ -67,8 +74,8 @@ def segment_from_prompts(
         predictor.set_image(raw[0] if raw.ndim == 4 else raw, tile_shape=tile_shape, halo=halo,
                             embedding_cache=as_embedding_cache(embedding_cache))
     shape = predictor.original_shape
-    if points is None and boxes is None:
-        raise InputError("no prompt: give points and/or boxes")
+    if points is None and boxes is None and masks is None:
+        raise InputError("no prompt: give points, boxes and/or masks")
     coords = labels = box_array = None
     if points is not None:
         coords, labels = validate_points(points, point_labels, shape)
@@ -83,10 +90,17 @@ def segment_from_prompts(
             coords, labels = assign_points_to_boxes(coords, labels, box_array)
     if coords is not None and coords.ndim == 2:
         coords, labels = coords[None], labels[None]
-    if labels is not None and not (labels == 1).any() and box_array is None:
+    if labels is not None and not (labels == 1).any() and box_array is None and masks is None:
         raise InputError("the points are all negative (label 0); give at least one positive point or a box")
+    mask_input = None
+    if masks is not None:
+        mask_input = np.asarray(masks)
+        if box_array is not None and len(box_array) > 1:
+            raise InputError("a mask prompt describes one object; give at most one box with it")
+        if mask_input.ndim == 2:
+            mask_input = mask_input[None]
 
-    masks, scores, _ = predictor.predict(coords, labels, box_array)
+    masks, scores, _ = predictor.predict(coords, labels, box_array, mask_input=mask_input)
     n_prompts = len(box_array) if box_array is not None else 1
     per_prompt = len(masks) // n_prompts
     chosen = []
@@ -97,4 +111,6 @@ def segment_from_prompts(
     areas = [int(masks[i].sum()) for i in chosen]
     for b in sorted(range(n_prompts), key=lambda b: -areas[b]):
         out[masks[chosen[b]]] = b + 1
+    if return_scores:
+        return out, np.asarray([float(scores[i]) for i in chosen], dtype=np.float32)
     return out

@@ -14,7 +14,7 @@ from ...segmentation.diameter import check_diameter, model_object_diameter, segm
 from ...segmentation.embedding_cache import EmbeddingCache, as_embedding_cache
 from ...segmentation.preprocess import as_image_stack
 from .ais import AisParams, watershed_from_decoder_outputs
-from .amg import AmgParams, as_amg_params, automatic_mask_generation
+from .amg import AmgParams, automatic_mask_generation
 from .model import SamzooModel
 from .predictor import Predictor
 
@@ -35,6 +35,22 @@ def resolve_ais_params(model: SamzooModel, overrides: "AisParams | dict[str, Any
     return params.replace(**overrides)
 
 
+def resolve_amg_params(model: SamzooModel, overrides: "AmgParams | dict[str, Any] | None" = None) -> AmgParams:
+    """AmgParams defaults, then the model's tuned ``metadata["amg_params"]`` (``samzoo tune --amg``
+    stores them there), then ``overrides`` (a dict of changes; an ``AmgParams`` is the full set)."""
+    if isinstance(overrides, AmgParams):
+        return overrides
+    known = {f.name for f in dataclasses.fields(AmgParams)}
+    tuned = (model.metadata or {}).get("amg_params") or {}
+    params = AmgParams().replace(**{k: v for k, v in dict(tuned).items() if k in known}) if isinstance(tuned, dict) \
+        else AmgParams()
+    if overrides is None:
+        return params
+    if not isinstance(overrides, dict):
+        raise InputError(f"amg_params must be a dict or AmgParams, got {type(overrides).__name__}")
+    return params.replace(**overrides)
+
+
 def segment_image(
     image: np.ndarray,
     model: SamzooModel,
@@ -51,7 +67,8 @@ def segment_image(
 ) -> np.ndarray:
     """One 2D image -> uint32 labels. ``mode="ais"``: the AIS decoder's maps and the seeded
     watershed (``ais_params`` override the model's tuned values, which override the defaults);
-    ``mode="amg"``: SAM's automatic mask generation (``amg_params``). ``params`` is the generic
+    ``mode="amg"``: SAM's automatic mask generation (``amg_params`` override the model's tuned
+    ``metadata["amg_params"]``, which override the defaults). ``params`` is the generic
     spelling of whichever of the two the mode uses. ``diameter``: typical object diameter in
     pixels; the image is rescaled so objects reach the size the model was trained for
     (``segmentation.diameter``); 0 estimates it from a first pass; None (default) segments at
@@ -71,7 +88,7 @@ def segment_image(
             raise InputError(f"model {model.config.name!r} has no AIS decoder; use mode='amg' or prompts")
         chosen: Any = resolve_ais_params(model, ais_params)
     else:
-        chosen = as_amg_params(amg_params)
+        chosen = resolve_amg_params(model, amg_params)
     cache = as_embedding_cache(embedding_cache)
 
     def run(data: np.ndarray) -> np.ndarray:
