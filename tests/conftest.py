@@ -79,3 +79,26 @@ def disks():
     """(image uint8 96x128 with two disks, centers (row, col), radius)."""
     centers, radius = ((30, 40), (60, 90)), 12
     return disk_image((96, 128), centers, radius), centers, radius
+
+
+def one_line_exit_2(capsys, argv, *needles) -> str:
+    """Run the CLI and check it failed the way users are promised: exit 2 and exactly one
+    ``samzoo: error:`` line (deprecation notes aside) that names each of ``needles``."""
+    from samzoo.cli import main
+
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if not line.startswith("samzoo: note:")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("samzoo: error:"), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def image_tif(tmp_path, disks):
+    import tifffile
+
+    path = tmp_path / "img.tif"
+    tifffile.imwrite(path, disks[0])
+    return path

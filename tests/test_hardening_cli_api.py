@@ -9,17 +9,10 @@ import tifffile
 import samzoo
 from samzoo.cli import main
 
+from conftest import one_line_exit_2  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
-
-def _one_line_exit_2(capsys, argv, *needles) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    lines = [line for line in err.splitlines() if not line.startswith("samzoo: note:")]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("samzoo: error:"), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_cache_list_and_clear_see_embeddings(capsys, tmp_path, disks, tiny_checkpoint, isolated_cache):
@@ -41,7 +34,7 @@ def test_ambiguous_two_or_three_slice_arrays_need_a_decision(capsys, tmp_path, d
     stack = np.stack([disks[0]] * 3)
     np.save(tmp_path / "s.npy", stack)
     base = ["segment", tmp_path / "s.npy", "-m", tiny_checkpoint, "-q"]
-    _one_line_exit_2(capsys, [*base, "-o", tmp_path / "a.tif"], "ambiguous", "--channel-axis", "--volume")
+    one_line_exit_2(capsys, [*base, "-o", tmp_path / "a.tif"], "ambiguous", "--channel-axis", "--volume")
     assert main([str(a) for a in [*base, "-o", tmp_path / "c.tif", "--channel-axis", "0"]]) == 0
     assert tifffile.imread(tmp_path / "c.tif").shape == disks[0].shape
     assert main([str(a) for a in [*base, "-o", tmp_path / "v.tif", "--volume"]]) == 0
@@ -63,7 +56,7 @@ def test_device_errors_are_one_line(capsys, tmp_path, disks, tiny_checkpoint, de
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     tifffile.imwrite(tmp_path / "i.tif", disks[0])
-    _one_line_exit_2(capsys, ["segment", tmp_path / "i.tif", "-o", tmp_path / "l.tif", "-m", tiny_checkpoint,
+    one_line_exit_2(capsys, ["segment", tmp_path / "i.tif", "-o", tmp_path / "l.tif", "-m", tiny_checkpoint,
                               "--device", device], needle)
 
 
@@ -94,7 +87,7 @@ def test_old_spellings_still_work_with_a_note(capsys, tmp_path, disks, tiny_chec
     assert "deprecated" in err and "-m/--model" in err
     assert main(["evaluate", str(images), str(labels), "-m", str(tiny_checkpoint), "-q"]) == 0
     assert "deprecated" not in capsys.readouterr().err
-    _one_line_exit_2(capsys, ["evaluate", tiny_checkpoint, images, labels, "-m", tiny_checkpoint], "once")
+    one_line_exit_2(capsys, ["evaluate", tiny_checkpoint, images, labels, "-m", tiny_checkpoint], "once")
 
 
 def test_top_level_api_has_the_whole_journey():
@@ -163,7 +156,7 @@ def test_finetune_cpu_runs_on_user_folders(tmp_path, disks, capsys):
     config = preset_config("finetune-cpu", out_dir=str(tmp_path / "run"), iterations=2, n_val=1, val_every=2,
                            save_every=2, data=folder("train"), val_data=folder("val"))
     trainer = Trainer(config, progress=False)
-    assert trainer.model.metadata.get("name") == "samzoo-lm-tiny"  # starts from the shipped model
+    assert trainer.model.metadata["parent"]["name"] == "samzoo-lm-tiny"  # starts from the shipped model
     trainer.fit()
     assert (trainer.ckpt_dir / "best.pt").is_file()
 
@@ -182,5 +175,5 @@ def test_evaluate_writes_metrics_into_a_checkpoint(capsys, tmp_path, disks, tiny
     from samzoo.packaging.metadata import metrics_table
 
     assert "ais on images / msa" in metrics_table(samzoo.load_checkpoint(out).metadata)
-    _one_line_exit_2(capsys, ["evaluate", images, labels, "-m", tiny_checkpoint, "--write-metrics", tiny_checkpoint,
+    one_line_exit_2(capsys, ["evaluate", images, labels, "-m", tiny_checkpoint, "--write-metrics", tiny_checkpoint,
                               "--overwrite"], "input")

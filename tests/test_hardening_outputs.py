@@ -14,52 +14,38 @@ import tifffile
 from samzoo.cli import main
 from samzoo.io import read_image, write_png
 
+from conftest import one_line_exit_2  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
-def _fails_cleanly(capsys, argv, *needles) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if not line.startswith("samzoo: note:")]
-    assert len(lines) == 1 and lines[0].startswith("samzoo: error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture
-def image_tif(tmp_path, disks):
-    path = tmp_path / "img.tif"
-    tifffile.imwrite(path, disks[0])
-    return path
 
 
 def test_segment_refuses_to_write_over_its_input(capsys, tmp_path, image_tif, tiny_checkpoint):
     before = image_tif.read_bytes()
-    _fails_cleanly(capsys, ["segment", image_tif, "-o", image_tif, "-m", tiny_checkpoint], "input")
-    _fails_cleanly(capsys, ["segment", image_tif, "-o", image_tif, "-m", tiny_checkpoint, "--overwrite"], "input")
+    one_line_exit_2(capsys, ["segment", image_tif, "-o", image_tif, "-m", tiny_checkpoint], "input")
+    one_line_exit_2(capsys, ["segment", image_tif, "-o", image_tif, "-m", tiny_checkpoint, "--overwrite"], "input")
     assert image_tif.read_bytes() == before
     png = tmp_path / "img.png"
     write_png(png, np.zeros((96, 128), np.uint8))
     png_bytes = png.read_bytes()
-    _fails_cleanly(capsys, ["segment", png, "-o", tmp_path / "l.tif", "--overlay", png, "-m", tiny_checkpoint,
+    one_line_exit_2(capsys, ["segment", png, "-o", tmp_path / "l.tif", "--overlay", png, "-m", tiny_checkpoint,
                             "--overwrite"], "--overlay", "input")
     assert png.read_bytes() == png_bytes and not (tmp_path / "l.tif").exists()
     # a hard link is the same file under another name
     link = tmp_path / "link.tif"
     os.link(image_tif, link)
-    _fails_cleanly(capsys, ["segment", image_tif, "-o", link, "-m", tiny_checkpoint, "--overwrite"], "input")
+    one_line_exit_2(capsys, ["segment", image_tif, "-o", link, "-m", tiny_checkpoint, "--overwrite"], "input")
 
 
 def test_segment_existing_output_needs_overwrite(capsys, tmp_path, image_tif, tiny_checkpoint):
     out = tmp_path / "labels.tif"
     out.write_bytes(b"keep me")
-    _fails_cleanly(capsys, ["segment", image_tif, "-o", out, "-m", tiny_checkpoint, "-q"], "--overwrite")
+    one_line_exit_2(capsys, ["segment", image_tif, "-o", out, "-m", tiny_checkpoint, "-q"], "--overwrite")
     assert out.read_bytes() == b"keep me"
     assert main(["segment", str(image_tif), "-o", str(out), "-m", str(tiny_checkpoint), "-q", "--overwrite"]) == 0
     assert read_image(out).shape == (96, 128)
-    _fails_cleanly(capsys, ["segment", image_tif, "-o", tmp_path / "a.tif", "--overlay", tmp_path / "a.tif",
+    one_line_exit_2(capsys, ["segment", image_tif, "-o", tmp_path / "a.tif", "--overlay", tmp_path / "a.tif",
                             "-m", tiny_checkpoint], "--overlay")
 
 
@@ -74,7 +60,7 @@ def test_unwritable_outputs_fail_before_any_work(capsys, tmp_path, image_tif, wh
     else:
         target = tmp_path / "x.tif"
         target.mkdir()
-    _fails_cleanly(capsys, ["segment", image_tif, "-o", target], "--output")
+    one_line_exit_2(capsys, ["segment", image_tif, "-o", target], "--output")
     assert not loaded  # nothing was computed
 
 
@@ -95,12 +81,12 @@ def test_every_writing_command_checks_its_output_first(capsys, tmp_path, tiny_ch
         ["card", "render", "model_cards/samzoo-lm-tiny.yaml", "-o", f"{bad}.md"],
     ]
     for argv in cases:
-        _fails_cleanly(capsys, argv, str(blocker))
+        one_line_exit_2(capsys, argv, str(blocker))
     # an existing CSV / checkpoint is kept unless --overwrite
     csv = tmp_path / "t.csv"
     csv.write_text("keep")
-    _fails_cleanly(capsys, ["evaluate", images, labels, "-m", tiny_checkpoint, "--csv", csv], "--overwrite")
-    _fails_cleanly(capsys, ["tune", images, labels, "-m", tiny_checkpoint, "-o", tiny_checkpoint, "--overwrite"],
+    one_line_exit_2(capsys, ["evaluate", images, labels, "-m", tiny_checkpoint, "--csv", csv], "--overwrite")
+    one_line_exit_2(capsys, ["tune", images, labels, "-m", tiny_checkpoint, "-o", tiny_checkpoint, "--overwrite"],
                    "input")
     assert csv.read_text() == "keep"
 
@@ -109,7 +95,7 @@ def test_fetch_into_unwritable_cache_is_one_line(capsys, tmp_path, monkeypatch):
     blocker = tmp_path / "cachefile"
     blocker.write_text("x")
     monkeypatch.setenv("SAMZOO_CACHE_DIR", str(blocker))
-    _fails_cleanly(capsys, ["fetch", "https://127.0.0.1:9/model.pt"], "cache")
+    one_line_exit_2(capsys, ["fetch", "https://127.0.0.1:9/model.pt"], "cache")
 
 
 def test_overlay_failure_after_labels_is_a_warning(capsys, tmp_path, image_tif, tiny_checkpoint, monkeypatch):

@@ -16,24 +16,11 @@ from samzoo.cli import main
 from samzoo.errors import CheckpointError, InputError
 from samzoo.io import read_image
 
+from conftest import one_line_exit_2  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
-def _one_line_exit_2(capsys, argv, *needles) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    lines = [line for line in err.splitlines() if not line.startswith("samzoo: note:")]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("samzoo: error:"), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture
-def image_tif(tmp_path, disks):
-    path = tmp_path / "img.tif"
-    tifffile.imwrite(path, disks[0])
-    return path
 
 
 def _state(tiny_checkpoint):
@@ -78,7 +65,7 @@ def test_wrong_config_types_and_zeros_are_one_line(capsys, tmp_path, tiny_checkp
     state = _state(tiny_checkpoint)
     state["config"] = {**state["config"], **change}
     torch.save(state, tmp_path / "bad.pt")
-    _one_line_exit_2(capsys, ["segment", image_tif, "-o", tmp_path / "l.tif", "-m", tmp_path / "bad.pt"], needle)
+    one_line_exit_2(capsys, ["segment", image_tif, "-o", tmp_path / "l.tif", "-m", tmp_path / "bad.pt"], needle)
 
 
 @pytest.mark.parametrize("key,value", [("config", [1, 2]), ("metadata", "a string"), ("ais_params", 5),
@@ -87,7 +74,7 @@ def test_wrong_section_types_are_one_line(capsys, tmp_path, tiny_checkpoint, ima
     state = _state(tiny_checkpoint)
     state[key] = value
     torch.save(state, tmp_path / "bad.pt")
-    _one_line_exit_2(capsys, ["segment", image_tif, "-o", tmp_path / "l.tif", "-m", tmp_path / "bad.pt"], key)
+    one_line_exit_2(capsys, ["segment", image_tif, "-o", tmp_path / "l.tif", "-m", tmp_path / "bad.pt"], key)
 
 
 def test_stride_zero_tensor_is_refused(tmp_path, tiny_checkpoint):
@@ -179,10 +166,10 @@ def test_png_bomb_and_the_overridable_limit(tmp_path, monkeypatch, capsys, tiny_
     png = tmp_path / "big.png"
     write_png(png, np.zeros((200, 300), np.uint8))
     monkeypatch.setenv("SAMZOO_MAX_IMAGE_PIXELS", "50000")
-    _one_line_exit_2(capsys, ["segment", png, "-o", tmp_path / "l.tif", "-m", tiny_checkpoint], "limit")
+    one_line_exit_2(capsys, ["segment", png, "-o", tmp_path / "l.tif", "-m", tiny_checkpoint], "limit")
     assert read_image(png, max_samples=10**6).shape[:2] == (200, 300)  # the API can raise it per call
     monkeypatch.setenv("SAMZOO_MAX_IMAGE_PIXELS", "lots")
-    _one_line_exit_2(capsys, ["segment", png, "-o", tmp_path / "l.tif", "-m", tiny_checkpoint],
+    one_line_exit_2(capsys, ["segment", png, "-o", tmp_path / "l.tif", "-m", tiny_checkpoint],
                      "SAMZOO_MAX_IMAGE_PIXELS")
     np.save(tmp_path / "big.npy", np.zeros((300, 300), np.uint8))
     monkeypatch.setenv("SAMZOO_MAX_IMAGE_PIXELS", "1000")
@@ -198,4 +185,4 @@ def test_png_bomb_and_the_overridable_limit(tmp_path, monkeypatch, capsys, tiny_
     (["--param", "min_size=1e400"], "min_size"),
 ])
 def test_numeric_bounds(capsys, tmp_path, image_tif, tiny_checkpoint, argv, needle):
-    _one_line_exit_2(capsys, ["segment", image_tif, "-o", tmp_path / "l.tif", "-m", tiny_checkpoint, *argv], needle)
+    one_line_exit_2(capsys, ["segment", image_tif, "-o", tmp_path / "l.tif", "-m", tiny_checkpoint, *argv], needle)

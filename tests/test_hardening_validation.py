@@ -15,17 +15,10 @@ import pytest
 from samzoo.cli import main
 from test_publish_zenodo import mock, proxy, publish, work  # noqa: F401  (fixtures: real zenodo-mock + proxy)
 
+from conftest import one_line_exit_2  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
-
-def _one_line_exit_2(capsys, argv, *needles) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    lines = [line for line in err.splitlines() if not line.startswith("samzoo: note:")]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("samzoo: error:"), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -41,20 +34,20 @@ def _one_line_exit_2(capsys, argv, *needles) -> str:
 def test_bad_training_configs_are_one_line(capsys, tmp_path, text, needle):
     config = tmp_path / "train.yaml"
     config.write_text(text)
-    _one_line_exit_2(capsys, ["train", config, "-o", tmp_path / "run"], needle)
+    one_line_exit_2(capsys, ["train", config, "-o", tmp_path / "run"], needle)
 
 
 def test_non_utf8_training_config(capsys, tmp_path):
     config = tmp_path / "train.yaml"
     config.write_bytes(b"name: \xff\xfe caf\xe9\n")
-    _one_line_exit_2(capsys, ["train", config], "UTF-8")
+    one_line_exit_2(capsys, ["train", config], "UTF-8")
 
 
 @pytest.mark.parametrize("argv,needle", [(["--iterations", "0"], "--iterations"),
                                          (["--max-minutes", "-1"], "--max-minutes"),
                                          (["--max-minutes", "0"], "--max-minutes")])
 def test_bad_training_flags(capsys, tmp_path, argv, needle):
-    _one_line_exit_2(capsys, ["train", "--preset", "test", "-o", tmp_path / "run", *argv], needle)
+    one_line_exit_2(capsys, ["train", "--preset", "test", "-o", tmp_path / "run", *argv], needle)
 
 
 def test_iterations_flag_is_used_and_truncated_state_is_one_line(capsys, tmp_path):
@@ -66,7 +59,7 @@ def test_iterations_flag_is_used_and_truncated_state_is_one_line(capsys, tmp_pat
     assert load_checkpoint(run / "checkpoints" / "latest.pt").metadata["training"]["iteration"] == 2
     state = run / "checkpoints" / "latest_state.pt"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])
-    _one_line_exit_2(capsys, ["train", "--preset", "test", "-o", run, "--iterations", "4"], "--restart")
+    one_line_exit_2(capsys, ["train", "--preset", "test", "-o", run, "--iterations", "4"], "--restart")
     assert main(["train", "--preset", "test", "-o", str(run), "--iterations", "1", "--restart", "--out", str(run)]) == 0
     assert "--out is deprecated" in capsys.readouterr().err
 
@@ -75,7 +68,7 @@ def test_empty_model_id(capsys, tmp_path, disks):
     import tifffile
 
     tifffile.imwrite(tmp_path / "i.tif", disks[0])
-    line = _one_line_exit_2(capsys, ["segment", tmp_path / "i.tif", "-o", tmp_path / "l.tif", "-m", ""], "empty")
+    line = one_line_exit_2(capsys, ["segment", tmp_path / "i.tif", "-o", tmp_path / "l.tif", "-m", ""], "empty")
     assert "folder" not in line
 
 

@@ -173,7 +173,8 @@ def _save_with_metrics(model: Any, result: Any, args: argparse.Namespace, images
     entry = {k: v for k, v in result.mean.items() if k != "image"}
     entry["n_images"] = len(result.rows)
     metrics = dict(model.metadata.get("metrics") or {})
-    metrics[f"{args.mode} on {Path(images).name or images}"] = entry
+    mode = args.mode if args.mode != "auto" else (family.modes[0] if family.modes else "automatic")
+    metrics[f"{mode} on {Path(images).name or images}"] = entry
     model.metadata["metrics"] = metrics
     family.save(model.to("cpu"), path)
 
