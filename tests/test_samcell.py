@@ -302,7 +302,7 @@ def test_segment_cli(released_style_file, tmp_path, capsys):
     expected = samzoo.segment(image, model, progress=False, params={"peak_threshold": 0.5, "fill_threshold": 0.3})
     assert np.array_equal(tifffile.imread(tmp_path / "out.tif"), expected)
     assert cli.main(["segment", str(tmp_path / "in.tif"), "--model", str(released_style_file), "-o",
-                     str(tmp_path / "out.tif"), "--mode", "amg"]) == 2
+                     str(tmp_path / "out2.tif"), "--mode", "amg"]) == 2
     assert "SAMCell models have no modes" in capsys.readouterr().err
 
 

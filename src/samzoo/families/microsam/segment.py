@@ -64,6 +64,7 @@ def segment_image(
     embedding_cache: "EmbeddingCache | str | bool | None" = None,
     progress: bool = True,
     diameter: float | None = None,
+    blend_tiles: bool = False,
 ) -> np.ndarray:
     """One 2D image -> uint32 labels. ``mode="ais"``: the AIS decoder's maps and the seeded
     watershed (``ais_params`` override the model's tuned values, which override the defaults);
@@ -72,7 +73,9 @@ def segment_image(
     spelling of whichever of the two the mode uses. ``diameter``: typical object diameter in
     pixels; the image is rescaled so objects reach the size the model was trained for
     (``segmentation.diameter``); 0 estimates it from a first pass; None (default) segments at
-    native size."""
+    native size. ``blend_tiles``: blend the decoder maps across tile overlaps instead of
+    pasting each tile's core (seamless, but not yet what the packaged model and blockwise runs
+    compute, so off by default)."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if params is not None:
@@ -95,7 +98,7 @@ def segment_image(
         predictor = Predictor(model, progress=progress)
         predictor.set_image(data, tile_shape=tile_shape, halo=halo, embedding_cache=cache)
         if mode == "ais":
-            maps = predictor.ais_outputs()
+            maps = predictor.ais_outputs(blend=blend_tiles)
             return watershed_from_decoder_outputs(maps[0], maps[1], maps[2], chosen)
         return automatic_mask_generation(predictor, chosen)
 
