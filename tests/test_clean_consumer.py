@@ -3,7 +3,8 @@ onnxruntime and exactly the dependencies the package declares -- samzoo is neith
 importable there. Every package kind of the shipped model and of a random-weight model passes
 `bioimageio test`; `bioimageio.core.predict` on an image that is not the test image gives samzoo's
 own labels; ONNX (onnxruntime) and TorchScript (plain torch.jit.load) agree with PyTorch; the
-ais_network package run blockwise gives, after the watershed, the ais package's objects.
+ais_network package run blockwise gives, after the watershed, the ais package's objects; the
+interactive package's attached ONNX encoder and prompt decoder give its PyTorch masks.
 
 The environment is built once and reused (keyed by its requirement set, under the temp dir; set
 SAMZOO_CONSUMER_VENV to put it elsewhere and TORCH_SPEC to install another torch, as the Makefile).
@@ -249,6 +250,10 @@ def test_packages_run_in_clean_consumer(consumer, packaged, tmp_path, which):
                                                ("box_prompts", "point_prompts", "point_labels")))
     np.testing.assert_array_equal(np.load(out / "interactive_masks.npy"), exp_masks.numpy())
     np.testing.assert_allclose(np.load(out / "interactive_scores.npy"), exp_scores.numpy(), rtol=1e-5, atol=1e-6)
+    # ... and the attached ONNX encoder + prompt decoder (onnxruntime) give the same
+    assert report["interactive_onnx_masks_mismatched_pixels"] == 0, report
+    assert report["interactive_onnx_embeddings_max_abs"] <= ONNX_TOLERANCE, report
+    assert report["interactive_onnx_scores_max_abs"] <= ONNX_TOLERANCE, report
 
     print(f"\n{which}: {json.dumps({'packages': table, 'msa_ais_network_vs_ais': agreement, 'consumer': report})}")
 

@@ -216,6 +216,48 @@ def test_interactive_package_with_prompts(packages, model, sample):
     np.testing.assert_array_equal(masks.numpy(), with_image["masks"])
 
 
+ONNX_TOLERANCE = 1e-3  # absolute, on embeddings (|x| ~ 1) and IoU scores; masks must be identical
+
+
+def test_interactive_onnx_encoder_and_decoder_equal_pytorch(packages, model, sample):
+    """The interactive package's attached ONNX encoder + prompt decoder (onnxruntime) give the
+    PyTorch model's embeddings, masks and scores on images of other sizes than the test image."""
+    from onnx_prompting import InteractiveOnnx
+
+    from samzoo.families.microsam.bioimageio_architecture import InteractiveSegmentation
+
+    onnx = InteractiveOnnx(packages["interactive"])
+    torch_net = InteractiveSegmentation(model.config.to_dict(), with_ais_decoder=True)
+    torch_net.load_state_dict(packaged_state(model))
+    big = np.kron(sample[0][:100], np.ones((2, 2), sample[0].dtype))[:, :170]  # 200 x 170: resized
+    worst = {"embeddings": 0.0, "scores": 0.0}
+    for image in (sample[0][:, :96], big):
+        h, w = image.shape
+        boxes = np.array([[[5, 8, w // 2, h // 2], [w // 3, h // 4, w - 3, h - 5]]], np.float32)
+        points = np.array([[[[w // 4, h // 4], [w // 2, h // 3]], [[2 * w // 3, h // 2], [w // 5, h - 9]]]], np.float32)
+        labels = np.array([[[1, 0], [1, 1]]], np.int64)
+        emb = onnx.embed(image)
+        with torch.no_grad():
+            _, _, expected_emb = torch_net(torch.from_numpy(image.astype(np.float32))[None, None])
+        worst["embeddings"] = max(worst["embeddings"], float(np.abs(emb - expected_emb.numpy()).max()))
+        emb_t = expected_emb  # the decoder is compared on the same embeddings
+        first = None
+        for prompts in ({"boxes": boxes}, {"points": points, "labels": labels},
+                        {"boxes": boxes, "points": points, "labels": labels}, "mask"):
+            if prompts == "mask":
+                prompts = {"boxes": boxes, "mask_input": first["low_res"]}
+            got = onnx.decode(emb_t.numpy(), (h, w), **prompts)
+            t = {"boxes": "box_prompts", "points": "point_prompts", "labels": "point_labels", "mask_input": "mask_prompts"}
+            with torch.no_grad():
+                masks, scores, _ = torch_net(torch.zeros(1, 1, h, w), embeddings=emb_t,
+                                             **{t[k]: torch.from_numpy(np.asarray(v)) for k, v in prompts.items()})
+            np.testing.assert_array_equal(got["masks"], masks.numpy())
+            worst["scores"] = max(worst["scores"], float(np.abs(got["scores"] - scores.numpy()).max()))
+            first = first or got
+    assert max(worst.values()) <= ONNX_TOLERANCE, worst
+    print(f"\ninteractive ONNX vs PyTorch, max abs: {worst}")
+
+
 @pytest.mark.parametrize("kind", ["ais", "interactive"])
 def test_round_trip_identical_model(packages, model, kind):
     from samzoo.api import load_model

@@ -429,6 +429,24 @@ def _documentation(kind: str, card: Mapping[str, Any], model: SamzooModel, ais_p
             weights.append(f"* `torchscript`: `{TORCHSCRIPT_NAME}`, the same block network traced; no watershed.")
         if "onnx" in formats:
             weights.append(f"* `onnx`: `{ONNX_NAME}`, the same block network, opset 17 (onnxruntime >= 1.14).")
+    elif kind == "interactive" and "onnx" in formats:
+        from .network_export import DECODER_ONNX_NAME, ENCODER_ONNX_NAME
+
+        s = cfg.img_size
+        weights += [
+            "* ONNX (opset 17, onnxruntime >= 1.14), attached beside the weights and described in rdf.yaml under "
+            "`config.samzoo.onnx` (the package's declared tensors take a raw image of any size and optional "
+            "prompts, which needs Python control flow, so these two are not its `onnx` weights):",
+            f"  * `{ENCODER_ONNX_NAME}`: `image` (1, 3, h, w) -> `image_embeddings`. Give it the image normalised "
+            f"to 0..255 like the model does (`normalize_to_255` in `{ARCH_FILE}`) and resized (bilinear, "
+            f"antialiased) so that its long side is {s} px; h and w are dynamic.",
+            f"  * `{DECODER_ONNX_NAME}`: segment-anything's ONNX decoder conventions: `image_embeddings`, "
+            "`point_coords` (objects, points, 2) in original pixels, `point_labels` (1 fg, 0 bg, 2/3 box corners, "
+            "-1 padding; add a (0, 0) padding point when there is no box), `mask_input` + `has_mask_input`, "
+            "`orig_im_size` (H, W) -> `masks` (objects, 1, H, W) logits (> 0 = object), `iou_predictions`, "
+            "`low_res_masks`. Objects, points and the image size are dynamic.",
+            "  They equal the PyTorch model to float rounding (samzoo's tests: identical masks, embeddings and "
+            "IoU scores within 1e-3 absolute)."]
     elif len(formats) > 1:
         weights.append("* no TorchScript / ONNX here: " + (
             "the watershed is not expressible in them; the `ais_network` package carries the network." if kind == "ais"
@@ -507,7 +525,9 @@ class _Build:
         self.attachments: list[Path] = []  # the model card and its cover (samzoo.packaging.card_files)
 
     def common(self, kind: str, spec, cover: Path, tolerances: list[dict], suffix: str, inputs, outputs, weights,
-               extra_tags: Sequence[str]) -> Any:
+               extra_tags: Sequence[str], extra_files: Mapping[str, Any] | None = None) -> Any:
+        """``extra_files``: ``{name: {"source": path, ...}}`` network files beside the weights (the
+        interactive model's ONNX encoder / decoder), attached and described in ``config.samzoo``."""
         doc_dir = self.work / kind
         doc_dir.mkdir(exist_ok=True)
         doc = doc_dir / "README.md"
@@ -521,6 +541,9 @@ class _Build:
             "card": json.loads(json.dumps(self.card, default=str)),
             "samzoo_version": _samzoo_version(),
         }
+        extra = {name: dict(entry) for name, entry in (extra_files or {}).items()}
+        if extra:
+            samzoo_cfg["onnx"] = {name: {**entry, "source": Path(entry["source"]).name} for name, entry in extra.items()}
         tags = list(dict.fromkeys([*map(str, self.card["tags"]), *extra_tags]))
         return spec.ModelDescr(
             name=_rdf_name(str(self.card["name"]), suffix),
@@ -535,7 +558,8 @@ class _Build:
             inputs=inputs,
             outputs=outputs,
             weights=weights,
-            attachments=[spec.FileDescr(source=p) for p in self.attachments],
+            attachments=[spec.FileDescr(source=p) for p in
+                         [*self.attachments, *(Path(e["source"]) for e in extra.values())]],
             parent=md.linked_parent(spec, self.model.metadata),
             config=spec.Config(
                 bioimageio=spec.BioimageioConfig(reproducibility_tolerance=_tolerances(spec, tolerances)),
@@ -835,13 +859,21 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
         tol = [dict(output_ids=["masks"], **LABEL_TOLERANCE),
                _fit_abs(dict(output_ids=["scores"], **SCORE_TOLERANCE), scores.numpy()),
                _fit_abs(dict(output_ids=["image_embeddings"], **EMBEDDING_TOLERANCE), embedding.cpu().numpy())]
+        onnx_files = None
+        if "onnx" in b.formats:
+            from . import network_export
+
+            onnx_files = network_export.interactive_onnx_files(model, work)
+            _phase("interactive ONNX (encoder, prompt decoder)", start)
         descrs["interactive"] = b.common(
             "interactive", spec, cover, tol, "interactive",
             inputs=inputs, outputs=outputs,
             weights=spec.WeightsDescr(pytorch_state_dict=b.state_dict_weights(
                 spec, "InteractiveSegmentation",
                 {"config": config_kwargs, "with_ais_decoder": model.has_ais_decoder})),
-            extra_tags=["interactive-segmentation", "segment-anything", "micro-sam"],
+            extra_tags=["interactive-segmentation", "segment-anything", "micro-sam",
+                        *(["onnx"] if "onnx" in b.formats else [])],
+            extra_files=onnx_files,
         )
     _phase("descriptions built", start)
     return descrs
