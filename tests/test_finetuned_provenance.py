@@ -64,7 +64,7 @@ def test_package_without_card_describes_the_child(child):
                          formats=["pytorch_state_dict"], kinds=["interactive"])
     with zipfile.ZipFile(zips["interactive"]) as zf:
         rdf = yaml.safe_load(zf.read("rdf.yaml"))
-        doc = zf.read(rdf["documentation"]["source"]).decode()
+        doc = zf.read(rdf["documentation"]).decode()
     assert rdf["name"].startswith("child-model")
     assert rdf["parent"] == {"id": "diplomatic-bug", "version": "1.2"}  # BioImage.IO's own parent field
     assert "fine-tuned by samzoo from parent-model" in rdf["description"]

@@ -180,6 +180,19 @@ def test_missing_file_is_named(package, tmp_path, capsys, name):
     assert code == 2 and f"{name} (named by" in err and not (tmp_path / "o.tif").exists()
 
 
+def test_changed_cover_is_named(package, tmp_path):
+    """Covers and documentation are plain paths in format 0.5.10 (bioimage.io's runtime needs that);
+    their sha256 in config.samzoo.file_sha256 is checked all the same."""
+    members = _members(package)
+    rdf = _rdf(members)
+    assert rdf["format_version"] == "0.5.10" and isinstance(rdf["covers"][0], str)
+    assert isinstance(rdf["documentation"], str)
+    cover = rdf["covers"][0]
+    members[cover] = members[cover][:-8] + b"\0" * 8
+    with pytest.raises(PackageIntegrityError, match=rf"{cover} does not match .*covers\[0\]"):
+        samzoo.load_model(_write_zip(tmp_path / "bad_cover.zip", members))
+
+
 def test_changed_test_tensor_is_named(package, tmp_path):
     members = _members(package)
     labels = np.load(io.BytesIO(members["instance_labels.npy"]))

@@ -118,8 +118,8 @@ def test_package_kinds_and_contents(packages):
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
             rdf = yaml.safe_load(zf.read("rdf.yaml"))
-            doc = zf.read(rdf["documentation"]["source"]).decode()
-            cover = zf.read(rdf["covers"][0]["source"])
+            doc = zf.read(rdf["documentation"]).decode()
+            cover = zf.read(rdf["covers"][0])
         assert "weights.pt" in names
         assert cover[:8] == b"\x89PNG\r\n\x1a\n"
         assert "# Validation" in doc and "mSA" in doc and "0.123" in doc
@@ -144,7 +144,7 @@ def test_ais_package_defaults_are_the_tuned_params(packages, model):
     rdf = yaml.safe_load(zipfile.ZipFile(packages["ais"]).read("rdf.yaml"))
     kwargs = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
     assert kwargs["ais_params"] == AisParams.from_dict(model.ais_params).to_dict()
-    doc = zipfile.ZipFile(packages["ais"]).read(rdf["documentation"]["source"]).decode()
+    doc = zipfile.ZipFile(packages["ais"]).read(rdf["documentation"]).decode()
     assert "center_distance_threshold" in doc
 
 

@@ -974,6 +974,7 @@ def _write_zips(descrs: Mapping[str, Any], finals: Mapping[str, Path], outdir: P
     from bioimageio.spec import ValidationContext, save_bioimageio_package
 
     from ..io import atomic_path
+    from .portable_rdf import make_portable
 
     with contextlib.ExitStack() as pending:
         for kind, descr in descrs.items():
@@ -982,4 +983,5 @@ def _write_zips(descrs: Mapping[str, Any], finals: Mapping[str, Path], outdir: P
             # reload of the written zip then checks the structure without hashing every file again
             with ValidationContext(perform_io_checks=False, log_warnings=False):
                 save_bioimageio_package(descr, output_path=tmp, compression=ZIP_STORED)
+            make_portable(tmp)  # format 0.5.10: bioimage.io's runtime (spec 0.5.10) and spec 0.5.12 accept it
     return {kind: finals[kind] for kind in descrs}
