@@ -17,8 +17,8 @@ from samzoo import SamzooModel, preset
 from samzoo.families.microsam import bioimageio_architecture as arch
 from samzoo.families.microsam.ais import AisParams, watershed_from_prediction
 from samzoo.families.microsam.ais_decoder import decoder_state
-from samzoo.packaging.architectures import normalized_input, packaged_state, prompt_masks
-from samzoo.packaging.export import synthetic_sample
+from samzoo.families.microsam.packaging.weights import normalized_input, packaged_state, prompt_masks
+from samzoo.packaging.samples import synthetic_sample
 from samzoo.segmentation.api import segment
 
 ARCH_PATH = arch.__file__

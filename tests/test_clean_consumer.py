@@ -34,8 +34,8 @@ from samzoo.evaluation.metrics import mean_segmentation_accuracy
 from samzoo.families.microsam import bioimageio_architecture as arch
 from samzoo.io import read_image
 from samzoo.packaging import package_model
-from samzoo.packaging.architectures import normalized_input, prompt_masks
-from samzoo.packaging.export import synthetic_sample
+from samzoo.families.microsam.packaging.weights import normalized_input, prompt_masks
+from samzoo.packaging.samples import synthetic_sample
 from samzoo.segmentation.api import segment
 
 pytestmark = pytest.mark.clean_consumer

@@ -13,7 +13,7 @@ import samzoo  # noqa: F401  (torchvision fix first)
 from samzoo import SamzooModel, load_checkpoint, preset, save_checkpoint
 from samzoo.errors import InputError
 from samzoo.packaging import package_model
-from samzoo.packaging.export import synthetic_sample
+from samzoo.packaging.samples import synthetic_sample
 from samzoo.training.config import TrainConfig
 from samzoo.training.provenance import run_metadata
 from samzoo.training.trainer import Trainer

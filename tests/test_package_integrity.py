@@ -29,7 +29,7 @@ from samzoo.families.microsam.ais import AisParams
 from samzoo.hub import fetch
 from samzoo.errors import CheckpointError, HashMismatchError, ModelNotFoundError, PackageIntegrityError
 from samzoo.packaging import package_model
-from samzoo.packaging.export import synthetic_sample
+from samzoo.packaging.samples import synthetic_sample
 from samzoo.packaging.integrity import referenced_files, verify_package
 
 os.environ.setdefault("BIOIMAGEIO_LOG_WARNINGS", "false")
@@ -58,7 +58,7 @@ SAMPLE = synthetic_sample(96, seed=1)
 def model():
     torch.manual_seed(0)
     m = SamzooModel(preset("test"), metadata={"name": "integrity test model"})
-    from samzoo.packaging.architectures import normalized_input
+    from samzoo.families.microsam.packaging.weights import normalized_input
 
     with torch.no_grad():  # thresholds at quantiles of its own maps: a random model still finds objects
         maps = m.eval()(normalized_input(m, SAMPLE[0][..., None]))[0].numpy()
@@ -230,7 +230,7 @@ def test_weights_that_do_not_fit_the_architecture(package, tmp_path, capsys, iso
     torch.manual_seed(1)
     config = preset("test", embed_dim=48)
     other = SamzooModel(config)
-    from samzoo.packaging.architectures import packaged_state
+    from samzoo.families.microsam.packaging.weights import packaged_state
 
     buf = io.BytesIO()
     torch.save(packaged_state(other), buf)

@@ -23,8 +23,8 @@ from samzoo import SamzooModel, load_checkpoint, preset, save_checkpoint
 from samzoo.errors import CheckpointError, InputError, SamzooError
 from samzoo.families.microsam.ais_decoder import decoder_state
 from samzoo.packaging import load_package_model, package_model
-from samzoo.packaging.architectures import normalized_input, packaged_state
-from samzoo.packaging.export import synthetic_sample
+from samzoo.families.microsam.packaging.weights import normalized_input, packaged_state
+from samzoo.packaging.samples import synthetic_sample
 from samzoo.families.microsam.ais import AisParams
 
 os.environ.setdefault("BIOIMAGEIO_LOG_WARNINGS", "false")
@@ -326,6 +326,8 @@ def test_missing_fields_in_card_mapping(workdir, model):
 
 
 def test_bad_inputs_fail_before_loading(workdir, checkpoint, card_path):
+    from samzoo.families.microsam.packaging import package_model  # μSAM's: checks before it loads
+
     with pytest.raises(InputError, match="weight format"):
         package_model(str(checkpoint), workdir / "o1", formats=("keras",))
     with pytest.raises(InputError, match="pytorch_state_dict"):
@@ -354,7 +356,7 @@ def test_atomic_no_partial_zip_when_a_package_fails(packages, workdir, monkeypat
     """Second zip fails half-written: neither it nor the first (finished) zip appears."""
     import bioimageio.spec
 
-    from samzoo.packaging import export
+    from samzoo.families.microsam.packaging import export
     from bioimageio.spec import load_description
 
     real = bioimageio.spec.save_bioimageio_package

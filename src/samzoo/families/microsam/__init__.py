@@ -27,7 +27,13 @@ def _recognises(state: Mapping[str, Any]) -> bool:
                for p in prefixes) and not any(k.startswith(("cellfinder.", "model_cp.")) for k in keys)
 
 
-def _load(path: Path, state: Mapping[str, Any], *, decoder_path: Path | None = None, **_: Any):
+def _load(path: Path, state: Mapping[str, Any], *, decoder_path: Path | None = None,
+          package_config: Mapping[str, Any] | None = None, architecture_kwargs: Mapping[str, Any] | None = None,
+          **_: Any):
+    if package_config is not None:  # a package samzoo wrote (files already checked by samzoo.packaging)
+        from .packaging.load import model_from_package
+
+        return model_from_package(state, package_config, architecture_kwargs, Path(path).name)
     from .checkpoint import load_from_state
 
     return load_from_state(path, state, decoder_path=decoder_path)
@@ -52,7 +58,7 @@ def _block_model(model, params=None, **options):
 
 
 def _package(model, outdir, **options):
-    from ...packaging.export import package_model
+    from .packaging import package_model
 
     return package_model(model, outdir, **options)
 

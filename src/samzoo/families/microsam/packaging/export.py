@@ -4,7 +4,7 @@ Package kinds (``package_model`` returns ``{kind: zip path}``):
 
 ``ais``
     image -> instance labels. The seeded watershed runs *inside* the model's ``forward``
-    (:class:`~samzoo.packaging.architectures.AisInstanceSegmentation`): bioimageio.core 0.11 applies
+    (:class:`~samzoo.families.microsam.bioimageio_architecture.AisInstanceSegmentation`): bioimageio.core 0.11 applies
     a ``custom`` post-processing op to one output tensor at a time and requires it to keep that
     tensor's shape (``CustomProcessing.get_output_shape`` returns the input shape, which blockwise
     prediction and the output-shape checks rely on), while the watershed must read three decoder
@@ -54,14 +54,15 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError, SamzooError
-from ..io import read_image
-from ..families.microsam.ais_decoder import AIS_CHANNELS, decode_embedding
-from ..families.microsam.model import SamzooModel
-from . import metadata as md
-from ..families.microsam import bioimageio_architecture as arch
-from .card_files import stage_card_files
-from .architectures import (
+from ....errors import InputError, SamzooError
+from ....io import read_image
+from ..ais_decoder import AIS_CHANNELS, decode_embedding
+from ..model import SamzooModel
+from ....packaging import metadata as md
+from .. import bioimageio_architecture as arch
+from ....packaging.card_files import stage_card_files
+from ....packaging.samples import synthetic_sample
+from .weights import (
     normalized_input,
     packaged_state,
     prompt_masks,
@@ -147,25 +148,6 @@ def _check_outdir(outdir: str | os.PathLike) -> Path:
     return outdir
 
 
-def synthetic_sample(side: int = SAMPLE_SIDE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A nuclei-like uint16 image with its instance labels (deterministic; no download)."""
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:side, :side]
-    labels = np.zeros((side, side), np.uint32)
-    n = 0
-    for _ in range(max(4, side // 16)):
-        r = rng.uniform(side / 32, side / 14)
-        cy, cx = rng.uniform(r, side - r, size=2)
-        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        if labels[disk].any():
-            continue
-        n += 1
-        labels[disk] = n
-    signal = ndimage.gaussian_filter((labels > 0).astype(np.float32), 1.5)
-    image = 200 + 3000 * signal + rng.normal(0, 40, signal.shape)
-    return np.clip(image, 0, 65535).astype(np.uint16), labels
 
 
 def _default_sample(side: int = SAMPLE_SIDE) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -175,12 +157,12 @@ def _default_sample(side: int = SAMPLE_SIDE) -> tuple[np.ndarray, np.ndarray | N
     if shipped.is_file():
         return read_image(shipped), None, "samzoo's shipped sample image sample_nuclei.tif"
     image, labels = synthetic_sample(side)
-    return image, labels, "a synthetic nuclei image (samzoo.packaging.export.synthetic_sample)"
+    return image, labels, "a synthetic nuclei image (samzoo.packaging.samples.synthetic_sample)"
 
 
 def _as_chw(image: np.ndarray) -> np.ndarray:
     """A 2D sample as (C, H, W) with C = 1 (grayscale) or 3 (RGB)."""
-    from ..segmentation.preprocess import MIN_SIDE
+    from ....segmentation.preprocess import MIN_SIDE
 
     image = np.asarray(image)
     if image.dtype.kind not in "biuf":
@@ -217,12 +199,7 @@ def _prepare_sample(sample_image, img_size: int | None = None) -> tuple[np.ndarr
 def _resolve_card(card, model_meta: Mapping[str, Any] | None, fallback_name: str) -> dict[str, Any]:
     if card is None:
         return md.validate_card(md.default_card(model_meta or {}, fallback_name), "default card", schema=False)
-    if isinstance(card, (str, os.PathLike)):
-        raw, checked = md.read_card(card)
-        if checked is not None:
-            return md.validate_card(checked, f"model card {card}", schema=False)
-        return md.validate_card(raw, f"model card {card}")
-    return md.validate_card(card)
+    return md.checked_card(card)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +293,7 @@ def _own_overlay(rgb: np.ndarray, labels: np.ndarray, points=None, boxes=None) -
 
 def _overlay(rgb: np.ndarray, labels: np.ndarray, points=None, boxes=None) -> np.ndarray:
     try:
-        from ..visualize import overlay  # type: ignore[attr-defined]
+        from ....visualize import overlay  # type: ignore[attr-defined]
 
         # visualize takes (x, y) like SAM; its boxes have inclusive corners
         xyxy = None if boxes is None else np.asarray(boxes, np.float64) - [0, 0, 1, 1]
@@ -534,6 +511,7 @@ class _Build:
         doc.write_text(_documentation(kind, self.card, self.model, self.ais_params, self.formats,
                                       self.sample_what, tolerances), encoding="utf-8")
         samzoo_cfg = {
+            "family": "microsam",
             "package_kind": kind,
             "model_config": self.model.config.to_dict(),
             "ais_params": dict(self.ais_params),
@@ -591,7 +569,7 @@ class _Build:
 
 
 def _samzoo_version() -> str:
-    from .. import __version__
+    from .... import __version__
 
     return str(__version__)
 
@@ -630,7 +608,7 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
         image_chw, given_labels, sample_what = _prepare_sample(sample_image)
 
     if not isinstance(model, SamzooModel):
-        from ..api import load_model
+        from ....api import load_model
 
         model = load_model(model)
     model = model.eval()
@@ -651,7 +629,7 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
     if not wanted:
         raise InputError("nothing to package")
 
-    from ..families.microsam.ais import AisParams
+    from ..ais import AisParams
 
     try:
         ais_params = AisParams.from_dict(dict(model.ais_params)).to_dict()
@@ -685,7 +663,7 @@ def _release_memory() -> None:
 
 
 def _phase(name: str, start: float) -> None:
-    """Debug log of time and peak RSS per phase (``logging.getLogger('samzoo.packaging.export')``)."""
+    """Debug log of time and peak RSS per phase (``logging.getLogger('samzoo.families.microsam.packaging.export')``)."""
     if log.isEnabledFor(logging.DEBUG):
         import resource
 
@@ -697,7 +675,7 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
                attachments=()):
     import bioimageio.spec.model.v0_5 as spec
 
-    from ..families.microsam.ais import AisParams, watershed_from_prediction
+    from ..ais import AisParams, watershed_from_prediction
 
     b = _Build(model, card, formats, work, ais_params, sample_what)
     b.attachments = list(attachments)
@@ -724,12 +702,12 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
 
         labels = None
         if maps is not None:
-            from ..families.microsam.predictor import resolve_tiling
+            from ..predictor import resolve_tiling
 
             if resolve_tiling(original, cfg.img_size)[0] is None:
                 labels = watershed_from_prediction(maps[0].cpu().numpy(), AisParams.from_dict(ais_params))
             else:  # samzoo.segment tiles an image this large: its labels need the tiled run
-                from ..segmentation.api import segment
+                from ....segmentation.api import segment
 
                 labels = segment(np.moveaxis(test_image[0], 0, -1), model, mode="ais",
                                  ais_params=AisParams.from_dict(ais_params), progress=False, is_volume=False)
@@ -973,8 +951,8 @@ def _write_zips(descrs: Mapping[str, Any], finals: Mapping[str, Path], outdir: P
 
     from bioimageio.spec import ValidationContext, save_bioimageio_package
 
-    from ..io import atomic_path
-    from .portable_rdf import make_portable
+    from ....io import atomic_path
+    from ....packaging.portable_rdf import make_portable
 
     with contextlib.ExitStack() as pending:
         for kind, descr in descrs.items():

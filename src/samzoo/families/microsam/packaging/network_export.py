@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..families.microsam import bioimageio_architecture as arch
-from ..families.microsam.model import SamzooModel
-from .architectures import packaged_state
+from .. import bioimageio_architecture as arch
+from ..model import SamzooModel
+from .weights import packaged_state
 
 ONNX_OPSET = 17
 """ONNX opset of exported models: 17 has LayerNormalization and is run by onnxruntime >= 1.14
