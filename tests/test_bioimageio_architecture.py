@@ -220,6 +220,7 @@ def test_tiny_vit_encoder_and_labels_identical_to_samzoo(vit_t_model):
         np.testing.assert_array_equal(got, expected, err_msg=name)
 
 
+@pytest.mark.slow
 def test_vit_t_model_packages_and_passes_bioimageio_test(vit_t_model, tmp_path):
     from bioimageio.core import test_model
 
