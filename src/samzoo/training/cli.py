@@ -32,7 +32,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model (μSAM: SAM + AIS decoder; SAMCell: distance map; the family comes from the config)")
-    p.add_argument("config", nargs="?", help="training config YAML (see samzoo.training.config.TrainConfig)")
+    p.add_argument("config", nargs="?", help="training config YAML (see samzoo.families.microsam.training.config.TrainConfig)")
     p.add_argument("--preset", help="a named training preset instead of a YAML file: test (seconds), finetune-cpu (minutes: "
                         "fine-tunes the shipped model on data/train + data/val folders), finetune (GPU, from vit_b), "
                         "tiny-from-scratch (~90 min CPU), lm-generalist, em-organelles, specialist; "
