@@ -4,7 +4,8 @@ trained and how (the model, its batches, its loss, its validation) comes from a
 :class:`TrainingObjective` that a family brings (μSAM: ``FamilySpec.train`` ->
 ``samzoo.families.microsam.training``).
 
-Adam + ReduceLROnPlateau on the validation metric, optional linear warm-up; ``best`` and ``latest``
+Adam (or the objective's ``optimizer``) + ReduceLROnPlateau on the validation metric, optional
+linear warm-up; ``best`` and ``latest``
 checkpoints are written by the objective (the family's checkpoint format, atomic); the
 optimizer/scheduler/iteration state lives in a separate file read with ``weights_only=True``;
 resume restores all of it, and because every batch is a pure function of ``(seed, iteration)``
@@ -89,6 +90,9 @@ class TrainingObjective(Protocol):
     def exported(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as it is saved (e.g. adapters merged); ``model`` itself when nothing changes."""
 
+    # optional: optimizer(params) -> torch.optim.Optimizer (default: Adam with config.lr and
+    # config.weight_decay); the lr schedule (warm-up, reductions on plateaus) stays the loop's.
+
 
 class TrainingLoop:
     """Runs a :class:`TrainingObjective`: ``fit()`` until the configured iterations, time limit,
@@ -119,7 +123,9 @@ class TrainingLoop:
         objective.prepare(self.model)
         self.model.to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        make_optimizer = getattr(objective, "optimizer", None)  # the family's recipe; default Adam
+        self.optimizer = (make_optimizer(self.params) if make_optimizer is not None
+                          else torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay))
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience)
         # float16 needs loss scaling; bfloat16 (CPU) and float32 do not (then it is a no-op)
