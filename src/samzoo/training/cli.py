@@ -31,12 +31,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a model (μSAM: SAM + AIS decoder; SAMCell: distance map; the family comes from the config)")
-    p.add_argument("config", nargs="?", help="training config YAML (see samzoo.families.microsam.training.config.TrainConfig)")
+    p = subparsers.add_parser("train", help="train a model (μSAM: SAM + AIS decoder; SAMCell: distance map; Cellpose-SAM: flows; "
+                                           "the family comes from the config)")
+    p.add_argument("config", nargs="?", help="training config YAML; `family:` names the family (default μSAM: see "
+                   "samzoo.families.microsam.training.config.TrainConfig)")
     p.add_argument("--preset", help="a named training preset instead of a YAML file: test (seconds), finetune-cpu (minutes: "
                         "fine-tunes the shipped model on data/train + data/val folders), finetune (GPU, from vit_b), "
                         "tiny-from-scratch (~90 min CPU), lm-generalist, em-organelles, specialist; "
-                        "samcell-tiny-cpu, samcell-finetune")
+                        "samcell-tiny-cpu, samcell-finetune; cpsam-small-cpu, cpsam-finetune (Cellpose-SAM: "
+                        "use them as 'preset:' in a YAML that names the image/label folders)")
     opts.add_output(p, "output folder (overrides out_dir)", old="--out")
     p.add_argument("--iterations", type=int, help="override the number of iterations (>= 1)")
     p.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]", help="override the config's device")
