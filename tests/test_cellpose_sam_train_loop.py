@@ -37,6 +37,7 @@ def settings(tmp_path):
             "val_every": 3, "save_every": 3, "log_every": 3, "device": "cpu", "threads": 1}
 
 
+@pytest.mark.slow  # about 25 s: three short runs of the test architecture
 def test_cli_trains_cellpose_sam_in_the_shared_loop_and_resumes_exactly(settings, tmp_path, capsys):
     config_path = tmp_path / "cpsam.yaml"
     config_path.write_text(yaml.safe_dump({**settings, "iterations": 3}))
