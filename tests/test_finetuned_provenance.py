@@ -14,9 +14,9 @@ from samzoo import SamzooModel, load_checkpoint, preset, save_checkpoint
 from samzoo.errors import InputError
 from samzoo.packaging import package_model
 from samzoo.packaging.samples import synthetic_sample
-from samzoo.training.config import TrainConfig
+from samzoo.families.microsam.training.config import TrainConfig
 from samzoo.training.provenance import run_metadata
-from samzoo.training.trainer import Trainer
+from samzoo.families.microsam.training.trainer import Trainer
 
 os.environ.setdefault("BIOIMAGEIO_LOG_WARNINGS", "false")
 

@@ -3,7 +3,8 @@
 This family reads plain SAM / MobileSAM checkpoints (``image_encoder.*``), micro-sam checkpoints
 (``model_state`` + ``decoder_state``) and samzoo's own (micro-sam's layout + ``samzoo_format``),
 segments automatically (AIS: decoder maps + seeded watershed; or SAM's AMG) and from point / box
-prompts, and trains with micro-sam's iterative prompt objective jointly with the AIS decoder.
+prompts, and trains with micro-sam's iterative prompt objective jointly with the AIS decoder
+(``training/``, run by the shared loop).
 """
 
 from __future__ import annotations
@@ -80,6 +81,24 @@ def _tune(model, images, labels, grid=None, **options):
     return tune(model, images, labels, grid, **options)
 
 
+def _train(settings: Mapping[str, Any], *, progress: bool = True):
+    from .training.trainer import train
+
+    return train(settings, progress=progress)
+
+
+def _train_presets() -> tuple[str, ...]:
+    from .training.config import _OLD_PRESET_NAMES, PRESETS
+
+    return (*PRESETS, *_OLD_PRESET_NAMES)
+
+
+def _prompt_predictor(model):
+    from .predictor import Predictor
+
+    return Predictor(model)
+
+
 def _model_params(model) -> Mapping[str, Any]:
     return dict(model.ais_params or {})
 
@@ -91,7 +110,7 @@ def _model_class():
 
 
 def _ais_grid():
-    from ...evaluation.grid_search import DEFAULT_AIS_GRID
+    from .grid_search import DEFAULT_AIS_GRID
 
     return DEFAULT_AIS_GRID
 
@@ -115,4 +134,7 @@ FAMILY = FamilySpec(
     set_params=_set_params,
     save=_save,
     tune=_tune,
+    train=_train,
+    train_presets=_train_presets(),
+    prompt_predictor=_prompt_predictor,
 )
