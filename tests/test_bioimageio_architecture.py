@@ -70,7 +70,7 @@ def test_state_dict_layout_is_segment_anything_and_micro_sam(model):
 def _images():
     small, _ = synthetic_sample(128, seed=7)
     wide, _ = synthetic_sample(240, seed=8)
-    large, _ = synthetic_sample(320, seed=9)  # > 1.5 x 128 px: tiled at native resolution
+    large, _ = synthetic_sample(320, seed=9)  # > 128 px: tiled at native resolution
     rgb = np.stack([small, small[::-1], small[:, ::-1]]).astype(np.float32)
     return {"square": small, "non-square (resized)": wide[:100, :230], "tiled": large[:300, :260], "rgb": rgb}
 

@@ -187,7 +187,7 @@ def test_protocol_metrics_and_mask_prompt_with_an_oracle(model):
 
 
 def test_protocol_on_a_tiled_image(model):
-    """Images larger than 1.5x the model input are tiled; mask prompts then go in as binary masks."""
+    """Images larger than the model input are tiled; mask prompts then go in as binary masks."""
     items = [((30, 30), 12), ((100, 180), 15), ((180, 60), 10), ((104, 128), 9)]
     gt = disks((208, 256), items)
     predictor = Predictor(model).set_image(image_of(gt))

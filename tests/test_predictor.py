@@ -84,9 +84,10 @@ def test_matches_segment_anything_predictor(minmax_model):
 
 
 def test_resized_coordinates_match_segment_anything(minmax_model):
-    # Non-square, larger than img_size: coordinates and masks go through the resize both ways.
+    # Non-square, larger than img_size: coordinates and masks go through the resize both ways
+    # (one tile as large as the image: encoded whole, downscaled, as SAM's predictor does).
     image = disk_image((120, 180), centers=((50, 60), (90, 140)), radius=15)
-    ours = Predictor(minmax_model).set_image(image)
+    ours = Predictor(minmax_model).set_image(image, tile_shape=(120, 180))
     assert not ours.is_tiled
     from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -163,8 +164,8 @@ def test_input_layouts(tiny_model, layout):
 
 
 def test_resolve_tiling():
-    assert resolve_tiling((192, 192), 128) == (None, None)  # not above 1.5 x img_size
-    assert resolve_tiling((100, 193), 128) == ((96, 96), (16, 16))  # outer = img_size exactly
+    assert resolve_tiling((128, 128), 128) == (None, None)  # not above img_size
+    assert resolve_tiling((100, 129), 128) == ((96, 96), (16, 16))  # window = img_size exactly
     assert resolve_tiling((4096, 4096), 1024) == ((768, 768), (128, 128))
     assert resolve_tiling((300, 300), 128, tile_shape=64) == ((64, 64), (16, 16))
     assert resolve_tiling((300, 300), 128, tile_shape=(64, 80), halo=8) == ((64, 80), (8, 8))
@@ -182,7 +183,8 @@ def test_tiled_prompts_use_one_tile_and_match_a_crop(minmax_model):
     assert predictor.is_tiled and calls[0] == 0  # tiles are encoded lazily
     masks, scores, _ = predictor.predict(boxes=[185, 135, 215, 165])
     assert calls[0] == 1 and len(predictor._memory) == 1
-    window = predictor._window_for((185, 135, 215, 165))
+    window, padding = predictor._window_for((185, 135, 215, 165))
+    assert padding == ((0, 0), (0, 0))  # an inner tile: its window lies inside the image
     inside = np.zeros((300, 400), dtype=bool)
     inside[window] = True
     assert not masks[0][~inside].any()  # pasted into the full frame at the tile's place
@@ -201,6 +203,17 @@ def test_tiled_prompts_use_one_tile_and_match_a_crop(minmax_model):
     # Boxes in different tiles are decoded on their own tiles, each pasted into the full frame.
     masks, _, _ = predictor.predict(boxes=[[185, 135, 215, 165], [25, 25, 55, 55]])
     assert masks.shape == (2, 300, 400)
+    # A prompt in a border tile: its window is padded symmetric past the image (bioimageio.core's
+    # block layout), the same as prompting that padded crop.
+    box = [25, 25, 55, 55]
+    window, padding = predictor._window_for(tuple(box))
+    assert padding == ((16, 0), (16, 0)) and window == (slice(0, 112), slice(0, 112))
+    padded = np.pad(image[window], padding, mode="symmetric")
+    crop = Predictor(minmax_model).set_image(padded)
+    crop_masks, crop_scores, _ = crop.predict(boxes=[25 + 16, 25 + 16, 55 + 16, 55 + 16])
+    masks, scores, _ = predictor.predict(boxes=box)
+    np.testing.assert_array_equal(masks[0][window], crop_masks[0][16:, 16:])
+    np.testing.assert_allclose(scores, crop_scores, atol=1e-6)
 
 
 def test_prompt_spanning_more_than_a_tile_is_decoded_on_a_downscaled_window(tiny_model):
@@ -209,8 +222,9 @@ def test_prompt_spanning_more_than_a_tile_is_decoded_on_a_downscaled_window(tiny
     assert predictor.is_tiled
     box = [0, 0, 390, 290]  # far larger than one 128 px tile
     masks, scores, _ = predictor.predict(boxes=box)
-    window = predictor._window_for(tuple(box))
+    window, padding = predictor._window_for(tuple(box))
     assert window == (slice(0, 300), slice(0, 400))  # the box plus margin, clipped to the image
+    assert padding == ((0, 0), (0, 0))
     # the same as prompting the whole image encoded at once (it is downscaled to the model's input)
     whole = Predictor(tiny_model).set_image(image, tile_shape=(300, 400))
     assert not whole.is_tiled

@@ -61,7 +61,7 @@ def test_shifting_the_image_against_the_tile_grid_changes_few_labels(default_mod
     inner = (slice(16, -16), slice(16, -16))
     reference, shifted = first[dy:, dx:][inner], shifted[inner]
     sa50 = mean_segmentation_accuracy(reference, shifted)[1][0]
-    assert len(np.unique(reference)) > 50  # a real test: many objects, several tiles (420 px > 1.5 x 256)
+    assert len(np.unique(reference)) > 50  # a real test: many objects, several tiles (420 px > 256)
     print(f"shift ({dy}, {dx}): {len(np.unique(reference)) - 1} objects, changed fraction {1 - sa50:.4f}")
     assert 1 - sa50 < SHIFT_BOUND, f"{1 - sa50:.3f} of the objects changed"
 

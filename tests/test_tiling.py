@@ -100,3 +100,30 @@ def test_stitch_and_apply_validation():
         apply_tiled(lambda b: b, np.zeros((8, 8)), (4, 4), spatial_ndim=3)
     with pytest.raises(InputError, match="outer block shape"):
         apply_tiled(lambda b: b[:-1], np.zeros((8, 8)), (4, 4), 1)
+
+
+@pytest.mark.parametrize("shape", [(50, 37), (48, 36), (20, 13)])
+def test_fit_edge_grid_is_bioimageio_cores_block_layout(shape):
+    """fit_edge: windows of tile + 2 halo whose inner parts start as bioimageio.core's do
+    (``min(p, size - tile)`` for p in 0, tile, ...), later blocks owning their overlap (core writes
+    blocks in order); windows past the image are the image padded ``symmetric``."""
+    from samzoo.segmentation.tiling import crop_padding, pad_window
+
+    tile, halo = (16, 12), (4, 3)
+    grid = TileGrid(shape, tile, halo, fit_edge=True)
+    starts = [[max(min(p, s - t), 0) for p in range(0, s, t)] for s, t in zip(shape, tile)]
+    owner = np.full(shape, -1)
+    for index, (r, c) in enumerate((r, c) for r in starts[0] for c in starts[1]):
+        owner[r:r + tile[0], c:c + tile[1]] = index
+    image = np.random.default_rng(0).random((*shape, 2)).astype(np.float32)
+    padded_image = np.pad(image, ((halo[0] + tile[0],) * 2, (halo[1] + tile[1],) * 2, (0, 0)), mode="symmetric")
+    out = np.full((2, *shape), np.nan, np.float32)
+    for t in grid:
+        assert (owner[t.inner] == t.index).all() and t.inner_shape[0] * t.inner_shape[1] > 0
+        window = pad_window(image[t.outer], t.padding)
+        assert window.shape[:2] == (tile[0] + 2 * halo[0], tile[1] + 2 * halo[1])
+        r0 = (starts[0][t.grid_position[0]] - halo[0]) + halo[0] + tile[0]
+        c0 = (starts[1][t.grid_position[1]] - halo[1]) + halo[1] + tile[1]
+        np.testing.assert_array_equal(window, padded_image[r0:r0 + window.shape[0], c0:c0 + window.shape[1]])
+        stitch_into(out, crop_padding(np.moveaxis(window, -1, 0), t.padding), t)
+    np.testing.assert_array_equal(out, np.moveaxis(image, -1, 0))

@@ -63,7 +63,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 def add_tiling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile-shape", default=None, metavar="N|H,W",
-                   help="tile the image (default: automatic for images larger than 1.5x the model input)")
+                   help="tile the image (default: automatic for images larger than the model input)")
     p.add_argument("--halo", default=None, metavar="N|H,W", help="context around each tile in pixels")
 
 

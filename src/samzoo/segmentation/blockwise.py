@@ -8,8 +8,10 @@ zarr scratch store next to the output, and labels are written chunk by chunk.
 Passes (each a loop over blocks = one model tile of one plane; ``Executor`` runs them in this
 process or on a dask.distributed cluster, see ``distributed``):
 
-1. maps: the family's decoder maps of each tile's outer block (tile + model halo); the tile's
-   core goes to the scratch store. Normalisation uses whole-plane statistics computed first.
+1. maps: the family's decoder maps of each block's core, from the model windows of
+   ``TileGrid(fit_edge=True)`` (bioimageio.core's layout, the same as ``segment``'s tiling: the
+   last window moved back to the image edge, windows past the image padded symmetric); the core
+   goes to the scratch store. Normalisation uses whole-plane statistics computed first.
 2. seeds: the family's seed mask on each core (maps read with ``context`` pixels around it, so
    smoothing sees what it sees on the whole image), 8-connected components per block, then the
    components touching across block borders are joined (union-find over the border pairs) and
@@ -53,7 +55,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..stores import ArraySource, LabelWriter, Location, create_labels, mark_complete, output_state, remove_output
 from .preprocess import _layout_3d
-from .tiling import TileGrid
+from .tiling import TileGrid, crop_padding, pad_window
 from .volume import match_from_counts
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -212,16 +214,40 @@ def _task_stats(plane: int, ctx: Context, model: BlockModel) -> dict[str, Any]:
 def _task_maps(blocks: Sequence[Block], ctx: Context, model: BlockModel, stats: list[dict[str, Any]]) -> int:
     """Decoder maps of a group of blocks (one encoder batch); returns the number of blocks done."""
     _set_threads(ctx)
-    layout, (height, width) = ctx.layout, ctx.layout.plane_shape
-    outers = [(_expand(b.rows, ctx.halo[0], height), _expand(b.cols, ctx.halo[1], width)) for b in blocks]
-    raw = [ctx.source.read(layout.index(b.plane, r, c)) for b, (r, c) in zip(blocks, outers)]
-    maps = model.predict_maps(raw, [stats[b.plane] for b in blocks])
+    layout = ctx.layout
+    grid = TileGrid(layout.plane_shape, ctx.tile_shape, ctx.halo, fit_edge=True)
+    parts = [(b, t) for b in blocks for t in _model_tiles(grid, b)]
+    raw = [pad_window(np.asarray(ctx.source.read(layout.index(b.plane, *t.outer))), t.padding) for b, t in parts]
+    maps = model.predict_maps(raw, [stats[b.plane] for b, _ in parts])
     store, done = _scratch(ctx, "maps"), _scratch(ctx, "maps_done")
-    for b, (r, c), m in zip(blocks, outers, maps):
-        core = m[:, _local(b.rows, r), _local(b.cols, c)].astype(store.dtype, copy=False)
-        store[(slice(None),) + layout.index(b.plane, b.rows, b.cols, for_labels=True)] = core
+    cores: dict[int, np.ndarray] = {}
+    for (b, t), m in zip(parts, maps):
+        core = cores.setdefault(b.index, np.zeros((m.shape[0], b.rows.stop - b.rows.start,
+                                                   b.cols.stop - b.cols.start), dtype=store.dtype))
+        m = crop_padding(m, t.padding)
+        rows = slice(max(b.rows.start, t.inner[0].start), min(b.rows.stop, t.inner[0].stop))
+        cols = slice(max(b.cols.start, t.inner[1].start), min(b.cols.stop, t.inner[1].stop))
+        core[:, _local(rows, b.rows), _local(cols, b.cols)] = m[:, _local(rows, t.outer[0]), _local(cols, t.outer[1])]
+    for b in blocks:
+        store[(slice(None),) + layout.index(b.plane, b.rows, b.cols, for_labels=True)] = cores[b.index]
         done[b.index] = 1  # after the data: a block marked done is complete
     return len(blocks)
+
+
+def _model_tiles(grid: TileGrid, block: Block) -> list:
+    """The model tiles (bioimageio.core's layout, ``TileGrid(fit_edge=True)``) whose inner parts
+    cover ``block`` (a cell of the regular block grid): the one at the same grid position, plus,
+    next to the image end, the last tile moved back to the edge, which owns part of the block."""
+    found = []
+    starts = [block.rows.start // grid.tile_shape[0], block.cols.start // grid.tile_shape[1]]
+    for r in range(starts[0], min(starts[0] + 2, grid.grid_shape[0])):
+        for c in range(starts[1], min(starts[1] + 2, grid.grid_shape[1])):
+            tile = grid.tile(int(np.ravel_multi_index((r, c), grid.grid_shape)))
+            (ti_r, ti_c) = tile.inner
+            if ti_r.start < block.rows.stop and block.rows.start < ti_r.stop \
+                    and ti_c.start < block.cols.stop and block.cols.start < ti_c.stop:
+                found.append(tile)
+    return found
 
 
 def _read_maps(ctx: Context, plane: int, rows: slice, cols: slice) -> np.ndarray:

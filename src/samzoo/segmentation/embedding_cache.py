@@ -107,7 +107,9 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 def tiling_descriptor(tile_shape: tuple[int, int] | None, halo: tuple[int, int] | None) -> str:
     if tile_shape is None:
         return "none"
-    return f"tile={tile_shape[0]}x{tile_shape[1]},halo={halo[0]}x{halo[1]}"
+    # "fit_edge": the block layout of TileGrid(fit_edge=True) (last window at the image edge,
+    # symmetric padding); embeddings of the older clipped layout are a different key
+    return f"tile={tile_shape[0]}x{tile_shape[1]},halo={halo[0]}x{halo[1]},fit_edge"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,14 @@ borders are never cut. Only one tile's features exist at a time.
 Geometry: inner blocks partition the image on a regular grid of ``tile_shape`` (the last row and
 column may be smaller); the outer block is the inner block grown by ``halo`` on every side and
 clipped to the image, so blocks at the image border have less context on the outside.
+
+``fit_edge=True`` gives bioimageio.core's block layout instead (what a consumer of a package that
+declares block and halo computes): every model window is ``tile + 2 * halo`` at native
+resolution; the last window on an axis is moved back so it ends at the image edge (its inner
+block then overlaps the previous one, and -- as core writes blocks in order -- owns the overlap);
+and where a window reaches past the image, ``Tile.padding`` says how much to pad the clipped
+``outer`` block (core pads ``symmetric``) to get the full window. ``inner`` stays a partition of
+the image (the part of the image each tile's result is kept for).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class Tile:
     outer: tuple[slice, ...]
     inner: tuple[slice, ...]
     inner_local: tuple[slice, ...]
+    padding: tuple[tuple[int, int], ...] = ()
 
     @property
     def outer_shape(self) -> tuple[int, ...]:
@@ -64,7 +73,9 @@ class TileGrid:
     the work more than doubles, which is almost always swapped arguments, not intent.
     """
 
-    def __init__(self, shape: Sequence[int], tile_shape: Sequence[int], halo: Sequence[int] | int = 0) -> None:
+    def __init__(self, shape: Sequence[int], tile_shape: Sequence[int], halo: Sequence[int] | int = 0,
+                 *, fit_edge: bool = False) -> None:
+        self.fit_edge = bool(fit_edge)
         self.shape = _positive_ints("shape", shape, 1)
         self.tile_shape = _positive_ints("tile_shape", tile_shape, 1)
         halo_values = (halo,) * len(self.shape) if isinstance(halo, (int, np.integer)) else halo
@@ -84,24 +95,54 @@ class TileGrid:
         return math.prod(self.grid_shape)
 
     def __repr__(self) -> str:
-        return f"TileGrid(shape={self.shape}, tile_shape={self.tile_shape}, halo={self.halo})"
+        return (f"TileGrid(shape={self.shape}, tile_shape={self.tile_shape}, halo={self.halo}"
+                + (", fit_edge=True)" if self.fit_edge else ")"))
 
     def tile(self, index: int) -> Tile:
         """Tile number ``index`` in row-major order over the grid."""
         if not 0 <= index < len(self):
             raise InputError(f"tile index {index} outside 0..{len(self) - 1}")
         position = tuple(int(p) for p in np.unravel_index(index, self.grid_shape))
-        outer, inner, local = [], [], []
-        for p, size, tile, halo in zip(position, self.shape, self.tile_shape, self.halo):
+        outer, inner, local, padding = [], [], [], []
+        for p, n, size, tile, halo in zip(position, self.grid_shape, self.shape, self.tile_shape, self.halo):
             start, stop = p * tile, min((p + 1) * tile, size)
-            outer_start, outer_stop = max(start - halo, 0), min(stop + halo, size)
+            if self.fit_edge:
+                last_start = max(size - tile, 0)  # the last window ends at the image edge
+                window_start = last_start if p == n - 1 else start
+                if p == n - 1:
+                    start = last_start
+                elif p == n - 2:
+                    stop = min(stop, last_start)
+                want_start, want_stop = window_start - halo, window_start + tile + halo
+            else:
+                want_start, want_stop = start - halo, stop + halo
+            outer_start, outer_stop = max(want_start, 0), min(want_stop, size)
             inner.append(slice(start, stop))
             outer.append(slice(outer_start, outer_stop))
             local.append(slice(start - outer_start, stop - outer_start))
-        return Tile(index, position, tuple(outer), tuple(inner), tuple(local))
+            padding.append((outer_start - want_start, want_stop - outer_stop) if self.fit_edge else (0, 0))
+        return Tile(index, position, tuple(outer), tuple(inner), tuple(local), tuple(padding))
 
     def __iter__(self) -> Iterator[Tile]:
         return (self.tile(i) for i in range(len(self)))
+
+
+def pad_window(block: np.ndarray, padding: Sequence[tuple[int, int]]) -> np.ndarray:
+    """A clipped ``outer`` block padded to its full window (``Tile.padding`` on the leading spatial
+    axes, trailing axes such as channels untouched), ``symmetric`` as bioimageio.core pads."""
+    if not any(before or after for before, after in padding):
+        return block
+    widths = [tuple(int(v) for v in p) for p in padding] + [(0, 0)] * (block.ndim - len(padding))
+    return np.pad(block, widths, mode="symmetric")
+
+
+def crop_padding(prediction: np.ndarray, padding: Sequence[tuple[int, int]]):
+    """The part of a prediction on a padded window (spatial axes trailing) inside the image."""
+    if not any(before or after for before, after in padding):
+        return prediction
+    lead = (slice(None),) * (prediction.ndim - len(padding))
+    return prediction[lead + tuple(slice(b, prediction.shape[prediction.ndim - len(padding) + i] - a)
+                                   for i, (b, a) in enumerate(padding))]
 
 
 def iter_tiles(

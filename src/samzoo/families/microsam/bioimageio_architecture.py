@@ -41,7 +41,6 @@ from torch import nn
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 PERCENTILES = (1.0, 99.8)
-AUTO_TILE_FACTOR = 1.5
 FULL_RESOLUTION_ROWS = 32
 MASK_THRESHOLD = 0.0
 AIS_DEFAULTS = {
@@ -865,9 +864,9 @@ def resized_shape(height: int, width: int, long_side: int) -> Tuple[int, int]:
 
 
 def auto_tiling(shape: Tuple[int, int], img_size: int) -> Optional[Tuple[int, int]]:
-    """samzoo's default: tile (tile, halo) only when the long side exceeds 1.5x the model input;
-    each outer block (tile + 2 halo) is then exactly one encoder input, at native resolution."""
-    if max(shape) <= AUTO_TILE_FACTOR * img_size:
+    """samzoo's default: tile (tile, halo) when the long side exceeds the model input; each
+    window (tile + 2 halo) is then exactly one encoder input, at native resolution."""
+    if max(shape) <= img_size:
         return None
     halo = img_size // 8
     tile = img_size - 2 * halo
@@ -877,18 +876,29 @@ def auto_tiling(shape: Tuple[int, int], img_size: int) -> Optional[Tuple[int, in
 
 
 def tiles(shape: Tuple[int, int], tile: int, halo: int):
-    """(outer, inner, inner-within-outer) slice pairs of a regular grid, row-major."""
+    """(outer, inner, inner-within-outer, padding) of bioimageio.core's block layout, row-major:
+    windows of tile + 2 halo, the last one on each axis moved back to end at the image edge (it
+    owns its overlap with the previous tile, as core writes blocks in order), ``outer`` clipped
+    to the image and ``padding`` (before, after) per axis what core pads (symmetric) past it."""
     rows, cols = math.ceil(shape[0] / tile), math.ceil(shape[1] / tile)
     for r in range(rows):
         for c in range(cols):
-            outer, inner, local = [], [], []
-            for p, size in ((r, shape[0]), (c, shape[1])):
+            outer, inner, local, padding = [], [], [], []
+            for p, n, size in ((r, rows, shape[0]), (c, cols, shape[1])):
                 start, stop = p * tile, min((p + 1) * tile, size)
-                o_start, o_stop = max(start - halo, 0), min(stop + halo, size)
+                last_start = max(size - tile, 0)
+                window_start = last_start if p == n - 1 else start
+                if p == n - 1:
+                    start = last_start
+                elif p == n - 2:
+                    stop = min(stop, last_start)
+                want_start, want_stop = window_start - halo, window_start + tile + halo
+                o_start, o_stop = max(want_start, 0), min(want_stop, size)
                 outer.append(slice(o_start, o_stop))
                 inner.append(slice(start, stop))
                 local.append(slice(start - o_start, stop - o_start))
-            yield tuple(outer), tuple(inner), tuple(local)
+                padding.append((o_start - want_start, want_stop - o_stop))
+            yield tuple(outer), tuple(inner), tuple(local), tuple(padding)
 
 
 # ================================================================================================
@@ -997,7 +1007,7 @@ class MicroSam(nn.Module):
 
     def maps_of_block(self, block_hwc: np.ndarray) -> np.ndarray:
         """AIS maps (3, h, w) of one (h, w, 3) 0..255 block, encoded as one SAM input."""
-        tensor = torch.from_numpy(np.ascontiguousarray(block_hwc)).permute(2, 0, 1)[None]
+        tensor = torch.from_numpy(np.ascontiguousarray(block_hwc)).permute(2, 0, 1)[None].contiguous()
         embedding, input_shape = self.embed(tensor)
         maps = self.ais_decoder.to_image(self.ais_decoder.full_size(embedding), input_shape, tuple(block_hwc.shape[:2]))
         return maps[0].float().cpu().numpy()
@@ -1009,8 +1019,12 @@ class MicroSam(nn.Module):
         if tiling is None:
             return self.maps_of_block(image_hwc)
         out = np.zeros((3, *shape), np.float32)
-        for outer, inner, local in tiles(shape, *tiling):
-            out[(slice(None), *inner)] = self.maps_of_block(image_hwc[outer])[(slice(None), *local)]
+        for outer, inner, local, padding in tiles(shape, *tiling):
+            block = np.pad(image_hwc[outer], (*padding, (0, 0)), mode="symmetric")
+            maps = self.maps_of_block(block)
+            (top, _), (left, _) = padding
+            out[(slice(None), *inner)] = maps[:, local[0].start + top:local[0].stop + top,
+                                              local[1].start + left:local[1].stop + left]
         return out
 
     def prompt_masks(self, embeddings: torch.Tensor, input_shape: Tuple[int, int], original: Tuple[int, int],

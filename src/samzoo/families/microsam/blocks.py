@@ -138,7 +138,9 @@ class AisBlockModel:
             while (start + len(group) < len(order) and len(group) < self.batch_size
                    and images[order[start + len(group)]].shape == shape):
                 group.append(order[start + len(group)])
-            batch = torch.from_numpy(np.stack([images[i] for i in group])).permute(0, 3, 1, 2)
+            # contiguous NCHW, as the predictor passes it: the encoder's float results depend on the
+            # memory layout (about 1e-6), and blockwise labels must equal segment()'s exactly
+            batch = torch.from_numpy(np.stack([images[i] for i in group])).permute(0, 3, 1, 2).contiguous()
             with autocast:
                 embedding, input_shape = self.model.embed(batch)
                 maps = self.model.decode_ais(embedding, tuple(int(v) for v in input_shape), shape[:2])

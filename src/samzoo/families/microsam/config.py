@@ -117,7 +117,7 @@ PRESETS: dict[str, ModelConfig] = {
     # Small SAM-architecture model: samzoo's shipped default (samzoo-lm-tiny) has this architecture.
     # 256 px input with 8 px patches (32x32 tokens): a token sees what a 16 px token sees on a 2x
     # upscaled image, as in μSAM (512 px images -> 1024 px input), which small nuclei need. Images
-    # larger than 1.5 x 256 px are tiled at native resolution by the predictor. Trained on CPU as a
+    # larger than 256 px are tiled at native resolution by the predictor. Trained on CPU as a
     # 16 px-patch model (4x cheaper steps), then converted (training.rescale) and finetuned.
     "tiny": ModelConfig(
         name="tiny", img_size=256, patch_size=8, embed_dim=192, depth=6, num_heads=6,

@@ -6,8 +6,11 @@ prompts into masks with ``model.sam.prompt_encoder`` and ``model.sam.mask_decode
 on that embedding, exactly as segment-anything's ``SamPredictor`` does (same coordinate
 transform, same mask post-processing), so masks match SAM's for the same weights.
 
-Large images are tiled (``tiling.TileGrid``): each tile's *outer* block (inner tile + halo) is
-encoded at native resolution. Embeddings are computed lazily -- a prompt only needs the tile it
+Large images are tiled (``tiling.TileGrid`` with ``fit_edge``, bioimageio.core's block layout):
+each tile's window (inner tile + halo, exactly one model input) is encoded at native
+resolution, the last window on each axis moved back to end at the image edge and windows that
+reach past the image padded ``symmetric`` -- so the ``ais_network`` package run blockwise by
+bioimageio.core computes the same maps. Embeddings are computed lazily -- a prompt only needs the tile it
 falls in -- and at most ``max_tiles_in_memory`` of them are kept in memory; full-image passes
 (``ais_outputs``, AMG) stream through the tiles and never hold more than one tile's features.
 With an :class:`~samzoo.segmentation.embedding_cache.EmbeddingCache` every computed embedding is
@@ -42,13 +45,15 @@ from ...segmentation.embedding_cache import (
     window_entry,
 )
 from ...segmentation.preprocess import as_image_stack, normalize_to_uint8_range
-from ...segmentation.tiling import BlendedMap, Tile, TileGrid, stitch_into
+from ...segmentation.tiling import BlendedMap, Tile, TileGrid, crop_padding, pad_window, stitch_into
 
 Window = tuple[slice, slice]
 """A rectangular part of the image (rows, columns) that is encoded as one SAM input."""
 
-AUTO_TILE_FACTOR = 1.5
-"""Images whose longest side exceeds ``AUTO_TILE_FACTOR * img_size`` are tiled by default."""
+Padding = tuple[tuple[int, int], tuple[int, int]]
+"""How far a window is padded (``symmetric``) beyond the image: ((top, bottom), (left, right))."""
+
+NO_PADDING: Padding = ((0, 0), (0, 0))
 
 MASK_THRESHOLD = 0.0  # SAM's mask_threshold on the logits
 _MASK_LOGIT_EPS = 1e-3  # binary mask prompt -> logits of +-6.9 (micro-sam's conversion)
@@ -62,10 +67,17 @@ class WindowEmbedding:
     embedding: torch.Tensor
     input_shape: tuple[int, int]
     window: Window
+    padding: Padding = NO_PADDING
 
     @property
     def window_shape(self) -> tuple[int, int]:
         return (self.window[0].stop - self.window[0].start, self.window[1].stop - self.window[1].start)
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        """The shape of what was encoded: the window plus its padding."""
+        (h, w), ((t, b), (l, r)) = self.window_shape, self.padding
+        return (h + t + b, w + l + r)
 
     @property
     def offset(self) -> tuple[int, int]:
@@ -102,9 +114,10 @@ def resolve_tiling(image_shape: tuple[int, int], img_size: int, tile_shape=None,
                    ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
     """The ``(tile_shape, halo)`` to use for an image, or ``(None, None)`` for no tiling.
 
-    Default (``tile_shape=None``): tile only when the longest side exceeds
-    ``AUTO_TILE_FACTOR * img_size``, with ``halo = img_size // 8`` and ``tile_shape = img_size -
-    2 * halo`` so each outer block is exactly one SAM input (native resolution, no resizing). An
+    Default (``tile_shape=None``): tile when the longest side exceeds ``img_size`` (as a
+    bioimageio.core consumer of the ``ais_network`` package must), with ``halo = img_size // 8``
+    and ``tile_shape = img_size - 2 * halo`` so each window is exactly one SAM input (native
+    resolution, no resizing). Images up to ``img_size`` are encoded whole. An
     explicit ``tile_shape`` always tiles, with ``halo`` defaulting to ``img_size // 8`` capped at
     a quarter of the tile. ``halo`` alone changes the automatic tiling's halo. A grid of a single
     tile is no tiling.
@@ -113,7 +126,7 @@ def resolve_tiling(image_shape: tuple[int, int], img_size: int, tile_shape=None,
     if halo is not None:
         halo = _as_pair("halo", halo, 0)
     if tile_shape is None:
-        if max(height, width) <= AUTO_TILE_FACTOR * img_size:
+        if max(height, width) <= img_size:
             return None, None
         halo = halo or (img_size // 8, img_size // 8)
         tile = (img_size - 2 * halo[0], img_size - 2 * halo[1])
@@ -272,7 +285,7 @@ class Predictor:
         self._image = normalized
         self.original_shape = tuple(normalized.shape[:2])
         self.tile_shape, self.halo = tiles, halos
-        self.grid = TileGrid(self.original_shape, tiles, halos) if tiles is not None else None
+        self.grid = TileGrid(self.original_shape, tiles, halos, fit_edge=True) if tiles is not None else None
         if cache is not None:
             self._cache = cache
             image_sha = image_digest(raw)
@@ -299,38 +312,42 @@ class Predictor:
 
     # ---------------------------------------------------------------- embeddings
     @torch.inference_mode()
-    def _encode(self, window: Window) -> WindowEmbedding:
-        block = np.ascontiguousarray(self._image[window])
-        tensor = torch.from_numpy(block).permute(2, 0, 1)[None]
+    def _encode(self, window: Window, padding: Padding = NO_PADDING) -> WindowEmbedding:
+        block = np.ascontiguousarray(pad_window(self._image[window], padding))
+        tensor = torch.from_numpy(block).permute(2, 0, 1)[None].contiguous()  # NCHW as SAM and core pass it
         self.encoder_calls += 1
         embedding, input_shape = self.model.embed(tensor)
-        return WindowEmbedding(embedding, tuple(int(v) for v in input_shape), window)
+        return WindowEmbedding(embedding, tuple(int(v) for v in input_shape), window, padding)
 
-    def _load_or_encode(self, window: Window) -> WindowEmbedding:
-        entry = self._entry(window)
+    def _load_or_encode(self, window: Window, padding: Padding = NO_PADDING) -> WindowEmbedding:
+        entry = self._entry(window, padding)
         if self._cache is not None:
             stored = self._cache.load(self._cache_key, entry, expected_channels=self.config.prompt_embed_dim)
             if stored is not None:
                 embedding = torch.from_numpy(stored.embedding)[None].to(self.model.device)
-                return WindowEmbedding(embedding, stored.input_shape, window)
-        computed = self._encode(window)
+                return WindowEmbedding(embedding, stored.input_shape, window, padding)
+        computed = self._encode(window, padding)
         if self._cache is not None:
             self._cache.save(self._cache_key, entry, computed.embedding[0].float().cpu().numpy(),
                              computed.input_shape, window)
         return computed
 
-    def _entry(self, window: Window) -> str:
-        return "full" if window == self.full_window else window_entry(window)
+    def _entry(self, window: Window, padding: Padding = NO_PADDING) -> str:
+        if padding == NO_PADDING:
+            return "full" if window == self.full_window else window_entry(window)
+        (t, b), (l, r) = padding
+        return f"{window_entry(window)}_pad{t}-{b}-{l}-{r}"
 
-    def window_embedding(self, window: Window | None = None) -> WindowEmbedding:
-        """The embedding of ``window`` (default: the whole image), kept in the in-memory LRU."""
+    def window_embedding(self, window: Window | None = None, padding: Padding = NO_PADDING) -> WindowEmbedding:
+        """The embedding of ``window`` (default: the whole image) padded by ``padding``
+        (``symmetric``, as a tile's ``padding``), kept in the in-memory LRU."""
         self._require_image()
         window = self.full_window if window is None else window
-        entry = self._entry(window)
+        entry = self._entry(window, padding)
         if entry in self._memory:
             self._memory.move_to_end(entry)
             return self._memory[entry]
-        result = self._load_or_encode(window)
+        result = self._load_or_encode(window, padding)
         self._memory[entry] = result
         while len(self._memory) > self.max_tiles_in_memory:
             self._memory.popitem(last=False)
@@ -356,9 +373,9 @@ class Predictor:
             return
         show = self.progress if progress is None else progress
         for tile in tqdm(self.grid, total=len(self.grid), desc=desc, disable=not show, leave=False):
-            entry = self._entry(tile.outer)
+            entry = self._entry(tile.outer, tile.padding)
             cached = self._memory.get(entry)
-            yield tile, (cached if cached is not None else self._load_or_encode(tile.outer))
+            yield tile, (cached if cached is not None else self._load_or_encode(tile.outer, tile.padding))
 
     # ---------------------------------------------------------------- AIS
     @torch.inference_mode()
@@ -379,19 +396,21 @@ class Predictor:
         else:
             blended = BlendedMap(3, self.original_shape, self.halo)
         for tile, emb in self.iter_tile_embeddings(progress=progress, desc="AIS tiles"):
-            prediction = self.model.decode_ais(emb.embedding, emb.input_shape, tile.outer_shape)
+            prediction = self.model.decode_ais(emb.embedding, emb.input_shape, emb.padded_shape)
+            maps = crop_padding(prediction[0].float().cpu().numpy(), emb.padding)
             if blend:
-                blended.add(prediction[0].float().cpu().numpy(), tile)
+                blended.add(maps, tile)
             else:
-                stitch_into(stitched, prediction[0].float().cpu().numpy(), tile)
+                stitch_into(stitched, maps, tile)
             del emb, prediction  # keep at most one tile's features alive
         return blended.result() if blend else stitched
 
     # ---------------------------------------------------------------- prompts (low level)
     def transform_coords(self, coords: np.ndarray, emb: WindowEmbedding) -> np.ndarray:
-        """Image (x, y) -> the window's resized SAM frame (``ResizeLongestSide.apply_coords``)."""
-        (h, w), (rh, rw) = emb.window_shape, emb.input_shape
+        """Image (x, y) -> the (padded) window's resized SAM frame (``ResizeLongestSide.apply_coords``)."""
+        (h, w), (rh, rw) = emb.padded_shape, emb.input_shape
         x0, y0 = emb.offset
+        x0, y0 = x0 - emb.padding[1][0], y0 - emb.padding[0][0]
         out = np.array(coords, dtype=np.float64, copy=True)
         out[..., 0] = (out[..., 0] - x0) * (rw / w)
         out[..., 1] = (out[..., 1] - y0) * (rh / h)
@@ -408,7 +427,7 @@ class Predictor:
         rh, rw = emb.input_shape
         size = self.config.img_size
         th, tw = max(1, round(rh * low / size)), max(1, round(rw * low / size))
-        values = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
+        values = torch.from_numpy(np.pad(np.asarray(mask, dtype=np.float32), emb.padding))[None, None]
         values = F.interpolate(values, (th, tw), mode="bilinear", align_corners=False, antialias=True)
         logits = torch.logit(values.clamp(_MASK_LOGIT_EPS, 1 - _MASK_LOGIT_EPS))
         logits = F.pad(logits, (0, low - tw, 0, low - th), value=0.0)
@@ -443,13 +462,15 @@ class Predictor:
         return low_res, iou
 
     def upscale_logits(self, low_res: torch.Tensor, emb: WindowEmbedding) -> torch.Tensor:
-        """Low-res logits (..., L, L) -> logits at the window's size (SAM's ``postprocess_masks``)."""
+        """Low-res logits (..., L, L) -> logits at the window's size (SAM's ``postprocess_masks``;
+        a padded window's padding is cut off)."""
         size = self.config.img_size
         lead = low_res.shape[:-2]
         x = low_res.reshape(-1, 1, *low_res.shape[-2:]).float()
         x = F.interpolate(x, (size, size), mode="bilinear", align_corners=False)
         x = x[..., : emb.input_shape[0], : emb.input_shape[1]]
-        x = F.interpolate(x, emb.window_shape, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, emb.padded_shape, mode="bilinear", align_corners=False)
+        x = crop_padding(x, emb.padding)
         return x.reshape(*lead, *emb.window_shape)
 
     # ---------------------------------------------------------------- prompts (public)
@@ -495,8 +516,8 @@ class Predictor:
         out_masks = np.zeros((batch * k, *shape), dtype=bool)
         out_scores = np.zeros(batch * k, dtype=np.float32)
         out_low = np.zeros((batch * k, low, low), dtype=np.float32)
-        for window, index in groups:
-            emb = self.window_embedding(window)
+        for window, padding, index in groups:
+            emb = self.window_embedding(window, padding)
             logits_in = None
             if masks_low is not None:
                 logits_in = masks_low[index]
@@ -548,17 +569,18 @@ class Predictor:
             f"(1, {low}, {low}); got shape {array.shape}"
         )
 
-    def _group_by_window(self, coords, labels, boxes, masks_full, batch: int) -> list[tuple[Window, list[int]]]:
-        """Which window each prompt is decoded on: the whole image, or the tile containing it."""
+    def _group_by_window(self, coords, labels, boxes, masks_full, batch: int
+                         ) -> list[tuple[Window, Padding, list[int]]]:
+        """Which (padded) window each prompt is decoded on: the whole image, or the tile containing it."""
         if self.grid is None:
-            return [(self.full_window, list(range(batch)))]
-        groups: dict[tuple[int, int, int, int], list[int]] = {}
+            return [(self.full_window, NO_PADDING, list(range(batch)))]
+        groups: dict[tuple, list[int]] = {}
         for b in range(batch):
             extent = self._prompt_extent(b, coords, labels, boxes, masks_full)
-            window = self._window_for(extent)
-            key = (window[0].start, window[0].stop, window[1].start, window[1].stop)
+            window, padding = self._window_for(extent)
+            key = (window[0].start, window[0].stop, window[1].start, window[1].stop, padding)
             groups.setdefault(key, []).append(b)
-        return [((slice(k[0], k[1]), slice(k[2], k[3])), idx) for k, idx in groups.items()]
+        return [((slice(k[0], k[1]), slice(k[2], k[3])), k[4], idx) for k, idx in groups.items()]
 
     def _prompt_extent(self, b, coords, labels, boxes, masks_full) -> tuple[float, float, float, float]:
         xs, ys = [], []
@@ -577,7 +599,7 @@ class Predictor:
             raise InputError("the prompt has no point, box or foreground pixel to locate it on the tiled image")
         return min(xs), min(ys), max(xs), max(ys)
 
-    def _window_for(self, extent: tuple[float, float, float, float]) -> Window:
+    def _window_for(self, extent: tuple[float, float, float, float]) -> tuple[Window, Padding]:
         """The grid tile whose outer block contains the prompt (the one centred best), else a
         tile-sized window centred on the prompt; a prompt larger than a tile gets a window around
         it with a margin, which the encoder sees downscaled to its input size (``large_prompt_window``)."""
@@ -590,17 +612,17 @@ class Predictor:
                 iy, ix = tile.inner
                 distance = math.hypot(cx - (ix.start + ix.stop) / 2, cy - (iy.start + iy.stop) / 2)
                 if distance < best_distance:
-                    best, best_distance = tile.outer, distance
+                    best, best_distance = (tile.outer, tile.padding), distance
         if best is not None:
             return best
         height, width = self.original_shape
         th = min(self.tile_shape[0] + 2 * self.halo[0], height)
         tw = min(self.tile_shape[1] + 2 * self.halo[1], width)
         if y1 - y0 > th or x1 - x0 > tw:
-            return large_prompt_window(extent, self.original_shape, (th, tw))
+            return large_prompt_window(extent, self.original_shape, (th, tw)), NO_PADDING
         top = int(min(max(round(cy - th / 2), 0), height - th))
         left = int(min(max(round(cx - tw / 2), 0), width - tw))
-        return (slice(top, top + th), slice(left, left + tw))
+        return (slice(top, top + th), slice(left, left + tw)), NO_PADDING
 
 
 LARGE_PROMPT_MARGIN = 0.125
