@@ -271,17 +271,12 @@ def _real_data() -> Path | None:
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 open: measured mSA agreement 0.74 (sample), 0.92, 0.91, 0.41 "
-                   "(dsb2018 val) against the 0.95 target. Cause (measured): block layout only. bioimageio.core "
-                   "runs S x S blocks at native resolution (inner S - 2 halo, last block shifted to the image "
-                   "end, borders padded 'symmetric'); samzoo resizes images up to 1.5 S to one S input and "
-                   "clips border tiles, which are then resized to S. Computing samzoo's maps on core's grid "
-                   "reproduces core exactly (mSA 1.0, maps within 1e-5 on all four images), so normalisation "
-                   "agrees; the fix is samzoo's tiling (predictor, blockwise, architecture file) on that grid")
 def test_ais_network_blockwise_agrees_with_ais(packaged):
     """The shipped model's ais_network run blockwise by bioimageio.core (S x S blocks, declared halo),
     then the watershed: mSA >= 0.95 against the ais package (= samzoo segment) on the shipped sample
-    and three real nuclei images (those skip without the real data)."""
+    and three real nuclei images (those skip without the real data). samzoo tiles on core's block
+    layout (``TileGrid(fit_edge=True)``); measured mSA 1.0 on all four (was 0.74, 0.92, 0.91, 0.41
+    with the older clipped, resized tiles)."""
     from importlib import resources
 
     from bioimageio.core import create_prediction_pipeline, load_model_description, predict
