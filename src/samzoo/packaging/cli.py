@@ -32,6 +32,8 @@ def register(subparsers) -> None:
                    help=f"package kinds to write (default: all the model supports; {', '.join(KINDS)})")
     p.add_argument("--sample-image", default=None, metavar="IMAGE",
                    help="image for test tensors and covers (default: the shipped sample, else synthetic)")
+    opts.add_offline(p)
+    opts.add_registry(p)
     p.set_defaults(func=_run)
 
 
@@ -47,6 +49,9 @@ def _run(args: argparse.Namespace) -> int:
         opts.deprecation_note("the positional MODEL of `samzoo package`", "-m/--model MODEL")
         model = args.model_positional
     check_writable_folder(args.output, "--output folder")
+    from ..segmentation.api import resolve_model
+
+    model = resolve_model(model, offline=args.offline, registry=args.registry)
     written = package_model(model, args.output, card=args.card, formats=args.formats,
                             sample_image=args.sample_image, kinds=args.kinds)
     for kind, path in written.items():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from .. import cli_options as opts
@@ -19,10 +22,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise InputError(f"--max-minutes must be > 0, got {args.max_minutes}")
     settings = read_config_data(args.config) if args.config else {"preset": args.preset}
-    family = _training_family(settings)
+    family = _training_family(settings, args.registry)
     if family is not None and family.train is not None:
         overrides = {"out_dir": args.output, "iterations": args.iterations, "max_minutes": args.max_minutes}
-        family.train({**settings, **{k: v for k, v in overrides.items() if v is not None}}, progress=True)
+        with _hub_environment(args.offline, args.registry):
+            family.train({**settings, **{k: v for k, v in overrides.items() if v is not None}}, progress=True)
         print(f"{family.title} training: best checkpoint in {args.output or settings.get('out_dir', '.')}/best.pt")
         return 0
     config = load_config(args.config) if args.config else preset_config(args.preset)
@@ -42,13 +46,33 @@ def _train(args: argparse.Namespace) -> int:
     check_writable_folder(config.out_dir, "training output folder")
     from .trainer import Trainer
 
-    trainer = Trainer(config, resume=not args.restart)
+    trainer = Trainer(config, resume=not args.restart, offline=args.offline, registry=args.registry)
     trainer.fit()
     print(f"checkpoints in {trainer.ckpt_dir} (best: best.pt, latest: latest.pt)")
     return 0
 
 
-def _training_family(settings: dict[str, Any]):
+@contextlib.contextmanager
+def _hub_environment(offline: bool | None, registry: list[str] | None) -> Iterator[None]:
+    """--offline/--registry for a family's own trainer, which resolves its init model by ID itself:
+    the flags are set as their documented environment equivalents (SAMZOO_OFFLINE, SAMZOO_REGISTRY)
+    for the run, so the FamilySpec.train contract needs no hub arguments."""
+    saved = {name: os.environ.get(name) for name in ("SAMZOO_OFFLINE", "SAMZOO_REGISTRY")}
+    try:
+        if offline is not None:
+            os.environ["SAMZOO_OFFLINE"] = "1" if offline else "0"
+        if registry:
+            os.environ["SAMZOO_REGISTRY"] = os.pathsep.join([*filter(None, [saved["SAMZOO_REGISTRY"]]), *registry])
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _training_family(settings: dict[str, Any], registry: list[str] | None = None):
     """The family a run trains: its preset's owner, the config's ``family:``, or the family of
     ``init_checkpoint`` (a local file's layout, or a registry entry's family); None: μSAM's trainer."""
     from pathlib import Path
@@ -68,7 +92,7 @@ def _training_family(settings: dict[str, Any]):
         return detect_family(read_state(init), Path(str(init)).name)
     from ..registry import load_registry
 
-    entry = load_registry(None, offline=True).get(str(init))
+    entry = load_registry(registry, offline=True).get(str(init))
     return get_family(entry.family) if entry is not None else None
 
 
@@ -84,6 +108,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]", help="override the config's device")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time (checkpoints are kept)")
     p.add_argument("--restart", action="store_true", help="ignore an existing latest checkpoint in the output folder")
+    opts.add_offline(p)
+    opts.add_registry(p)
     p.set_defaults(func=_train)
 
 

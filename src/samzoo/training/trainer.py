@@ -179,7 +179,9 @@ class JointLoss(torch.nn.Module):
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, *, resume: bool = True, progress: bool = True):
+    def __init__(self, config: TrainConfig, *, resume: bool = True, progress: bool = True,
+                 offline: bool | None = None, registry: Any = None):
+        """``offline``/``registry``: how an ``init_checkpoint`` ID is resolved (see ``samzoo.load_model``)."""
         self.config = config
         self.progress = progress
         torch.set_num_threads(config.threads)
@@ -201,7 +203,7 @@ class Trainer:
         elif config.init_checkpoint:  # a path or any model ID (vit_b, vit_b_lm, hf://..., a DOI)
             from ..api import load_model
 
-            self.model = load_model(config.init_checkpoint)
+            self.model = load_model(config.init_checkpoint, offline=offline, registry=registry)
             # the child describes itself and names its parent; nothing the parent measured carries over
             self.model.metadata = run_metadata(config, self.model.metadata, str(config.init_checkpoint))
         else:
