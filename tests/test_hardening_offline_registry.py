@@ -113,3 +113,15 @@ def test_offline_keeps_registry_urls_unfetched(name, hub_env, server, capsys):  
         ["info", MODEL_ID, "--registry", url, "--offline"]
     one_line_exit_2(capsys, argv, "offline")
     assert server.total_requests == 0
+
+
+def test_train_device_reaches_a_family_trainer(tmp_path, capsys, monkeypatch):
+    """`train --device` was ignored for family trainers (SAMCell): now it is checked and passed on."""
+    monkeypatch.chdir(tmp_path)
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    one_line_exit_2(capsys, ["train", "--preset", "samcell-tiny-cpu", "--device", "cuda:7", "-o", tmp_path / "run"],
+                    "cuda:7", "not available")
+    assert not (tmp_path / "run").exists()

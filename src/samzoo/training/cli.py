@@ -25,6 +25,10 @@ def _train(args: argparse.Namespace) -> int:
     family = _training_family(settings, args.registry)
     if family is not None and family.train is not None:
         overrides = {"out_dir": args.output, "iterations": args.iterations, "max_minutes": args.max_minutes}
+        if args.device is not None:  # family trainers take a concrete torch device, not "auto"
+            from ..devices import inference_device
+
+            overrides["device"] = str(inference_device(args.device))
         with _hub_environment(args.offline, args.registry):
             family.train({**settings, **{k: v for k, v in overrides.items() if v is not None}}, progress=True)
         print(f"{family.title} training: best checkpoint in {args.output or settings.get('out_dir', '.')}/best.pt")
