@@ -103,9 +103,9 @@ def _training_family(settings: dict[str, Any], registry: list[str] | None = None
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model (μSAM: SAM + AIS decoder; SAMCell: distance map; the family comes from the config)")
     p.add_argument("config", nargs="?", help="training config YAML (see samzoo.training.config.TrainConfig)")
-    p.add_argument("--preset", help="a named training preset instead of a YAML file: test (seconds), finetune-cpu (at most 10 "
-                        "min: 300 iterations, ~5 min on an idle 2-core CPU; fine-tunes the shipped model on "
-                        "data/train + data/val folders), finetune (GPU, from vit_b), "
+    p.add_argument("--preset", help="a named training preset instead of a YAML file: test (seconds), finetune-cpu (minutes: "
+                        "300 iterations, ~5 min on an idle 2-core CPU, and it stops after 10 min of training "
+                        "on a slower one; fine-tunes the shipped model on data/train + data/val folders), finetune (GPU, from vit_b), "
                         "tiny-from-scratch (~90 min CPU), lm-generalist, em-organelles, specialist; "
                         "samcell-tiny-cpu, samcell-finetune")
     opts.add_output(p, "output folder (overrides out_dir)", old="--out")
