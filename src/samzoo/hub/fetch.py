@@ -205,17 +205,19 @@ def _fetch_registry(res: ResolvedModel, *, offline: bool, progress: bool) -> dic
 # listing and info
 
 
-def list_models(modality: str | None = None, *, registry: Any = None) -> list[RegistryEntry]:
-    """Registry entries (shipped + user registries), optionally of one modality (lm, em, ...)."""
-    reg = registry if isinstance(registry, Registry) else load_registry(registry, offline=is_offline(None))
+def list_models(modality: str | None = None, *, registry: Any = None, offline: bool | None = None
+                ) -> list[RegistryEntry]:
+    """Registry entries (shipped + user registries), optionally of one modality (lm, em, ...).
+    ``offline``: a registry URL is read from its kept copy, never fetched (default: ``SAMZOO_OFFLINE``)."""
+    reg = registry if isinstance(registry, Registry) else load_registry(registry, offline=is_offline(offline))
     return reg.filter(modality)
 
 
-def model_info(model_id: str | os.PathLike, *, registry: Any = None) -> dict[str, Any]:
+def model_info(model_id: str | os.PathLike, *, registry: Any = None, offline: bool | None = None) -> dict[str, Any]:
     """What ``model_id`` is (registry entry fields for registry models), where its files come
     from, and which of them are already available locally (``local``: role -> path, or None).
-    Never downloads."""
-    reg = registry if isinstance(registry, Registry) else load_registry(registry, offline=is_offline(None))
+    Never downloads a model; ``offline`` also keeps registry URLs from being fetched."""
+    reg = registry if isinstance(registry, Registry) else load_registry(registry, offline=is_offline(offline))
     res = resolve(model_id, registry=reg)
     info = res.to_dict()
     info.pop("entry", None)
