@@ -212,7 +212,7 @@ def crop_layout(shape: Tuple[int, int], crop: int = CROP, overlap: int = OVERLAP
     height, width = shape
     if height < crop or width < crop:
         crop = min(height, width)
-        if crop < 2 * overlap:
+        if crop <= 2 * overlap:  # (a stride of 0 px: one crop)
             return -1, 0, [(0, 0, 0, 0, height, width)]
     stride = crop - 2 * overlap
     padded_h, padded_w = height + 2 * overlap, width + 2 * overlap
