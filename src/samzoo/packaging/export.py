@@ -581,6 +581,17 @@ def _save(arr: np.ndarray, path: Path) -> Path:
 # public API
 # --------------------------------------------------------------------------------------------
 
+def _family_packages(model: Any, outdir: Path, **options: Any) -> dict[str, Path]:
+    """The packages of a model of another family (its ``FamilySpec.package``), given only the
+    options the caller set."""
+    from ..families import family_of
+
+    family = family_of(model)
+    if family.package is None:
+        raise InputError(f"{family.title} models cannot be packaged yet")
+    return dict(family.package(model, outdir, **{k: v for k, v in options.items() if v is not None}))
+
+
 def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | os.PathLike, card=None,
                   formats: Sequence[str] = FORMATS, sample_image=None,
                   *, kinds: Sequence[str] | None = None) -> dict[str, Path]:
@@ -594,10 +605,6 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
     (default: every kind the model and formats support).
     """
     formats = _check_formats(formats)
-    if kinds is not None:
-        bad = [k for k in kinds if k not in KINDS]
-        if bad:
-            raise InputError(f"unknown package kind(s) {bad}; known: {', '.join(KINDS)}")
     outdir = _check_outdir(outdir)
     card_source = card  # a given card travels inside every package (samzoo_card.yaml)
     if card is not None:  # a bad card fails before the model is even loaded
@@ -608,7 +615,14 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
     if not isinstance(model, SamzooModel):
         from ..api import load_model
 
-        model = load_model(model)
+        model = model if isinstance(model, torch.nn.Module) else load_model(model)
+        if not isinstance(model, SamzooModel):  # another family writes its own packages
+            return _family_packages(model, outdir, card=card_source, sample_image=sample_image, kinds=kinds,
+                                    formats=None if tuple(formats) == tuple(FORMATS) else formats)
+    if kinds is not None:
+        bad = [k for k in kinds if k not in KINDS]
+        if bad:
+            raise InputError(f"unknown package kind(s) {bad}; known: {', '.join(KINDS)}")
     model = model.eval()
     _release_memory()  # the checkpoint's state dict is gone; return its pages before the big passes
     if sample_image is None:

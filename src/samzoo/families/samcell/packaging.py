@@ -96,10 +96,11 @@ def _sample_gray(sample_image: Any) -> np.ndarray:
 
 def package_samcell(model: SamcellModel, outdir: str | Path, *, kinds: Sequence[str] | None = None,
                     sample_image: Any = None, name: str | None = None, formats: Sequence[str] | None = None,
-                    test: bool = False, **options: Any) -> dict[str, Path]:
+                    card: Any = None, test: bool = False, **options: Any) -> dict[str, Path]:
     """Write ``<outdir>/<name>-<kind>.zip`` for each kind (default both); returns ``{kind: path}``.
     ``sample_image``: path, array or ``(image, labels)`` for the test tensors (default: synthetic
-    nuclei, 256 px); ``test``: run ``bioimageio.core.test_model`` on each zip before writing it."""
+    nuclei, 256 px); ``card``: model card (YAML path or mapping) whose ``name``, ``description``
+    and ``license`` the packages take; ``test``: run ``bioimageio.core.test_model`` on each zip."""
     from ...io import atomic_path
     from ...outputs import check_writable_folder
 
@@ -114,8 +115,9 @@ def package_samcell(model: SamcellModel, outdir: str | Path, *, kinds: Sequence[
         raise InputError(f"unknown SAMCell package kind(s) {bad}; known: {', '.join(KINDS)}")
     outdir = Path(outdir)
     check_writable_folder(outdir, "package output folder")
+    info = _card(card)
     gray = _sample_gray(sample_image)
-    name = name or str(model.metadata.get("name") or "samcell")
+    name = name or str(info.get("name") or model.metadata.get("name") or "samcell")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "samcell"
     model = model.eval().cpu()
     written: dict[str, Path] = {}
@@ -129,7 +131,7 @@ def package_samcell(model: SamcellModel, outdir: str | Path, *, kinds: Sequence[
         for kind in kinds:
             folder = work / kind
             folder.mkdir()
-            descr = _describe(kind, model, module, gray, folder, arch, weights, name)
+            descr = _describe(kind, model, module, gray, folder, arch, weights, name, info)
             built = folder / f"{stem}-{kind}.zip"
             from bioimageio.spec import save_bioimageio_package
 
@@ -148,10 +150,26 @@ def package_samcell(model: SamcellModel, outdir: str | Path, *, kinds: Sequence[
     return written
 
 
+def _card(card: Any) -> dict[str, Any]:
+    if card is None:
+        return {}
+    if isinstance(card, (str, Path)):
+        import yaml
+
+        try:
+            card = yaml.safe_load(Path(card).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise InputError(f"cannot read model card {card}: {err}") from None
+    if not isinstance(card, dict):
+        raise InputError(f"a model card must be a mapping, got {type(card).__name__}")
+    return card
+
+
 def _describe(kind: str, model: SamcellModel, module, gray: np.ndarray, folder: Path, arch: Path,
-              weights: Path, name: str):
+              weights: Path, name: str, card: dict[str, Any]):
     from bioimageio.spec.model import v0_5 as spec
 
+    from ...packaging.export import ENVIRONMENT  # the μSAM file's needs (torch, numpy, scipy, pins)
     from ...packaging.metadata import bioimageio_cite
 
     config = model.config.to_dict()
@@ -177,9 +195,7 @@ def _describe(kind: str, model: SamcellModel, module, gray: np.ndarray, folder: 
     np.save(folder / "test_input.npy", image)
     np.save(folder / "test_output.npy", output)
     env = folder / "environment.yaml"
-    env.write_text("name: samcell\nchannels: [conda-forge]\ndependencies:\n  - python>=3.10\n"
-                   f"  - pytorch>={torch.__version__.split('+')[0].rsplit('.', 1)[0]}\n  - numpy\n  - scipy\n",
-                   encoding="utf-8")
+    env.write_text(ENVIRONMENT.replace("samzoo-microsam", "samzoo-samcell"), encoding="utf-8")
     doc = folder / "README.md"
     doc.write_text(_documentation(kind, model, params), encoding="utf-8")
     cover = _cover(folder / "cover.png", gray, output[0, 0] if kind == "instance" else None,
@@ -198,13 +214,14 @@ def _describe(kind: str, model: SamcellModel, module, gray: np.ndarray, folder: 
             tensor_id=spec.TensorId("image"), axis_id=spec.AxisId(a))) for a in ("y", "x")]
         out_id, out_doc, out_type = "distance", "per-cell normalised distance to the cell border, 0..1", "float32"
         in_doc = "one 256 x 256 block of 8-bit gray values (0..255; SAMCell scales other data to 8 bit first)"
-    licence = str(model.metadata.get("license") or "MIT")
+    licence = str(card.get("license") or model.metadata.get("license") or "MIT")
+    summary = ((str(card["description"]) + " ") if card.get("description") else "") + (
+        "SAMCell: SAM ViT-B without prompts predicts a per-cell distance map; "
+        + ("image -> instance labels (crops, CLAHE, network, blending, seeded watershed)." if kind == "instance"
+           else "one 256 px block -> distance map (run blockwise with a 32 px halo).") + " Packaged by samzoo.")
     return spec.ModelDescr(
         name=f"{name} {kind}"[:128],
-        description=("SAMCell: SAM ViT-B without prompts predicts a per-cell distance map; "
-                     + ("image -> instance labels (crops, CLAHE, network, blending, seeded watershed)."
-                        if kind == "instance" else "one 256 px block -> distance map (run blockwise with a 32 px halo).")
-                     + " Packaged by samzoo.")[:1024],
+        description=summary[:1024],
         authors=[spec.Author(name="samzoo developers")],
         cite=bioimageio_cite({"citations": [SAMCELL_CITATION, SAM_CITATION]}),
         license=spec.LicenseId(licence),
