@@ -239,3 +239,36 @@ def test_builtin_registry_file_is_valid_yaml_in_the_package():
     assert path.name == "registry.yaml" and path.parent.name == "registry"
     assert len(read_registry_file(path)) >= 11
     assert Path(path).read_text(encoding="utf-8").startswith("#")
+
+
+def test_cli_info_shows_the_family_of_local_files(tiny_checkpoint, tmp_path, capsys):
+    """`samzoo info PATH` recognises the family of a local checkpoint of every family (from the
+    state dict, as load_model does) and of a package; an unreadable file is named, not a crash."""
+    import torch
+
+    from samzoo.families.cellpose_sam import build, save_checkpoint
+    from samzoo.families.cellsam import build_cellsam, save_cellsam
+    from samzoo.families.cellsam.config import TINY
+    from samzoo.families.microsam.config import PRESETS
+    from samzoo.families.samcell.checkpoint import hf_state_dict, save_checkpoint as save_samcell
+    from samzoo.families.samcell.model import SamcellModel
+
+    samcell = SamcellModel(PRESETS["test"].replace(ais_decoder=False))
+    files = {
+        "microsam": tiny_checkpoint,
+        "samcell": save_samcell(samcell, tmp_path / "samcell.pt"),
+        "cellpose_sam": save_checkpoint(build("cpsam_test"), tmp_path / "cpsam.pt"),
+        "cellsam": save_cellsam(build_cellsam(TINY, seed=0), tmp_path / "cellsam.pt"),
+    }
+    torch.save(hf_state_dict(samcell), tmp_path / "released-layout.pt")  # the authors' transformers keys
+    files["samcell (released layout)"] = tmp_path / "released-layout.pt"
+    for family, path in files.items():
+        assert _cli(["info", str(path), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["kind"] == "local" and info["family"] == family.split(" ")[0], (family, info)
+        assert _cli(["info", str(path)]) == 0
+        assert f"family:       {family.split(' ')[0]}" in capsys.readouterr().out
+    (tmp_path / "notes.pt").write_bytes(b"not a checkpoint")
+    assert _cli(["info", str(tmp_path / "notes.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "problem:" in out and "notes.pt" in out and "family:" not in out

@@ -254,6 +254,9 @@ def test_package_cli_writes_samcell_packages(model, tmp_path, capsys):
         labels = np.load(zf.open("test_output.npy"))
         image = np.load(zf.open("test_input.npy"))
     np.testing.assert_array_equal(labels[0, 0], segment_image(image[0, 0].astype(np.uint8), model, progress=False))
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "out" / written[0])]) == 0  # the package says its family
+    assert "family:       samcell" in capsys.readouterr().out
 
 
 def test_package_refuses_what_samcell_cannot_write(model, tmp_path, capsys):
