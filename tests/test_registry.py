@@ -272,3 +272,24 @@ def test_cli_info_shows_the_family_of_local_files(tiny_checkpoint, tmp_path, cap
     assert _cli(["info", str(tmp_path / "notes.pt")]) == 0
     out = capsys.readouterr().out
     assert "problem:" in out and "notes.pt" in out and "family:" not in out
+
+
+def test_family_architectures_come_from_the_family_registry(tmp_path, monkeypatch):
+    """FAMILY_ARCHITECTURES asks each FamilySpec: a family registered in families/__init__ only
+    (here a stand-in module) is accepted with its own architectures, without editing the registry."""
+    import dataclasses
+    import sys
+    import types
+
+    from samzoo import families
+
+    assert dict(FAMILY_ARCHITECTURES) == {"microsam": ARCHITECTURES, "cellpose_sam": ("cpsam",),
+                                          "cellsam": ("cellsam",), "samcell": ("vit_b",)}
+    module = types.ModuleType("samzoo_test_new_family")
+    module.FAMILY = dataclasses.replace(families.get_family("samcell"), name="newfam", architectures=("new_arch",))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(families.FAMILY_MODULES, "newfam", module.__name__)
+    reg = load_registry(write_registry(tmp_path / "ok.yaml", [_entry(family="newfam", architecture="new_arch")]))
+    assert reg.get("my_model").family == "newfam"
+    with pytest.raises(RegistryError, match="must be one of new_arch for family newfam, got 'vit_b'"):
+        load_registry(write_registry(tmp_path / "bad.yaml", [_entry(family="newfam", architecture="vit_b")]))

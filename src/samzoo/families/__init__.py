@@ -69,6 +69,8 @@ class FamilySpec:
     train(settings: dict, *, progress) -> history: ``samzoo train`` for this family (settings = the
         YAML config or ``{"preset": name}`` with CLI overrides); ``train_presets`` the preset names
         it owns. None: the μSAM trainer in ``samzoo.training``.
+    architectures: the ``architecture`` values a registry entry of this family may give (the
+        registry checks entries against them; ``samzoo.registry.FAMILY_ARCHITECTURES``).
     """
 
     name: str
@@ -93,6 +95,7 @@ class FamilySpec:
     tune: Callable[..., Any] | None = None
     train: Callable[..., Any] | None = None
     train_presets: tuple[str, ...] = ()
+    architectures: tuple[str, ...] = ()
 
 
 def family_names() -> tuple[str, ...]:
@@ -109,6 +112,11 @@ def get_family(name: str) -> FamilySpec:
 
 def all_families() -> list[FamilySpec]:
     return [get_family(name) for name in FAMILY_MODULES]
+
+
+def family_architectures() -> dict[str, tuple[str, ...]]:
+    """Family name -> the registry ``architecture`` names it accepts, in registration order."""
+    return {family.name: tuple(family.architectures) for family in all_families()}
 
 
 def family_of(model: Any) -> FamilySpec:

@@ -96,6 +96,7 @@ FAMILY = FamilySpec(
     param_grid=DEFAULT_GRID,
     model_params=_model_params,
     package=package,
+    architectures=("cpsam",),
 )
 
 __all__ = ["FAMILY", "CellposeSamModel", "CpsamConfig", "CpsamParams", "build", "load", "loss", "package",

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import FamilySpec
 from .ais import AisParams
+from .config import REGISTRY_ARCHITECTURES
 
 
 def _recognises(state: Mapping[str, Any]) -> bool:
@@ -109,4 +110,5 @@ FAMILY = FamilySpec(
     set_params=_set_params,
     save=_save,
     tune=_tune,
+    architectures=REGISTRY_ARCHITECTURES,
 )

@@ -87,6 +87,7 @@ FAMILY = FamilySpec(
     postprocess=_postprocess,
     set_params=_set_params,
     package=_package,
+    architectures=("vit_b",),
     save=_save,
     train=_train,
     train_presets=("samcell-finetune", "samcell-tiny-cpu"),
