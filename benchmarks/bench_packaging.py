@@ -51,7 +51,7 @@ def make_checkpoint(path: Path) -> Path:
 def sample_image(path: Path) -> Path:
     import numpy as np
 
-    from samzoo.packaging.export import synthetic_sample
+    from samzoo.packaging.samples import synthetic_sample
 
     image, labels = synthetic_sample(512, seed=0)
     np.save(path, image)
@@ -63,7 +63,7 @@ CHILD_SAMZOO = r"""
 import sys, time, json, logging
 t0 = time.perf_counter()
 logging.basicConfig(level=logging.WARNING, format="  %(message)s")
-logging.getLogger("samzoo.packaging.export").setLevel(logging.DEBUG)
+logging.getLogger("samzoo.families.microsam.packaging.export").setLevel(logging.DEBUG)
 import samzoo
 from samzoo.packaging import package_model
 t_import = time.perf_counter()

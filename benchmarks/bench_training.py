@@ -61,8 +61,8 @@ import json, sys, time
 import torch
 torch.set_num_threads(2)
 from samzoo.default_model import default_checkpoint_path
-from samzoo.training.config import preset_config
-from samzoo.training.trainer import Trainer
+from samzoo.families.microsam.training.config import preset_config
+from samzoo.families.microsam.training.trainer import Trainer
 root, out, warmup, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 init = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "default" else str(default_checkpoint_path())
 validate = len(sys.argv) > 6 and sys.argv[6] == "validate"

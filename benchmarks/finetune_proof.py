@@ -21,9 +21,9 @@ from pathlib import Path
 import samzoo
 from samzoo.evaluation.evaluate import evaluate
 from samzoo.default_model import default_checkpoint_path
-from samzoo.training.config import preset_config
+from samzoo.families.microsam.training.config import preset_config
 from samzoo.training.synthetic import SyntheticConfig, generate_dataset
-from samzoo.training.trainer import Trainer
+from samzoo.families.microsam.training.trainer import Trainer
 
 HELD_OUT_SEED = 90210
 TUNING_SEED = 4242  # validation images for re-tuning the AIS parameters: neither training nor held-out
@@ -94,7 +94,7 @@ def main() -> None:
 
     retuned = {}
     if args.n_tune > 0:  # what a developer does next: `samzoo tune` on validation images of the trained looks
-        from samzoo.evaluation.grid_search import tune_model
+        from samzoo.families.microsam.grid_search import tune_model
 
         trained_looks = [looks["target"]] + ([looks["default_look"]] if args.replay > 0 else [])
         tune_images, tune_labels = [], []

@@ -83,6 +83,20 @@ def main() -> None:
         second = run(embeddings=first["image_embeddings"], **prompts)
     np.save(out / "interactive_masks.npy", second["masks"])
     np.save(out / "interactive_scores.npy", second["scores"])
+
+    # interactive, ONNX: the attached encoder and prompt decoder in onnxruntime, against the above
+    sys.path.insert(0, str(Path(__file__).parent))
+    from onnx_prompting import InteractiveOnnx
+
+    t = time.perf_counter()
+    onnx = InteractiveOnnx(Path(inter_zip))
+    embeddings = onnx.embed(image)
+    got = onnx.decode(first["image_embeddings"], image.shape, boxes=prompts["box_prompts"],
+                      points=prompts["point_prompts"], labels=prompts["point_labels"])
+    report["interactive_onnx_s"] = time.perf_counter() - t
+    report["interactive_onnx_embeddings_max_abs"] = float(np.abs(embeddings - first["image_embeddings"]).max())
+    report["interactive_onnx_scores_max_abs"] = float(np.abs(got["scores"] - second["scores"]).max())
+    report["interactive_onnx_masks_mismatched_pixels"] = int((got["masks"] != second["masks"]).sum())
     (out / "report.json").write_text(json.dumps(report, indent=1))
 
 

@@ -17,8 +17,8 @@ from samzoo import SamzooModel, preset
 from samzoo.families.microsam import bioimageio_architecture as arch
 from samzoo.families.microsam.ais import AisParams, watershed_from_prediction
 from samzoo.families.microsam.ais_decoder import decoder_state
-from samzoo.packaging.architectures import normalized_input, packaged_state, prompt_masks
-from samzoo.packaging.export import synthetic_sample
+from samzoo.families.microsam.packaging.weights import normalized_input, packaged_state, prompt_masks
+from samzoo.packaging.samples import synthetic_sample
 from samzoo.segmentation.api import segment
 
 ARCH_PATH = arch.__file__
@@ -152,3 +152,95 @@ print('ok', tuple(out.shape))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "ok (1, 1, 64, 80)" in proc.stdout, proc.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------------
+# vit_t (MobileSAM's TinyViT): the architecture file's encoder equals samzoo's tiny_vit.py
+
+TINY_VIT_SMALL = dict(img_size=128, prompt_embed_dim=32, mask_decoder_mlp_dim=64, mask_decoder_heads=2,
+                      iou_head_hidden_dim=32, ais_initial_features=8, normalization="percentile",
+                      embed_dim=64, depth=1, num_heads=4,
+                      tiny_vit={"embed_dims": [16, 32, 48, 64], "depths": [1, 2, 1, 1], "num_heads": [1, 2, 3, 4],
+                                "window_sizes": [7, 5, 6, 3], "num_classes": 10})
+
+
+def _randomize_batchnorm(module: torch.nn.Module, seed: int) -> None:
+    """BatchNorm statistics and affine terms away from their neutral init, so the test sees them."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+@pytest.fixture(scope="module")
+def vit_t_model():
+    torch.manual_seed(7)
+    m = SamzooModel(preset("vit_t", **TINY_VIT_SMALL), metadata={"name": "tiny vit_t test model"})
+    _randomize_batchnorm(m, 8)
+    for p in m.sam.image_encoder.parameters():  # MBConv's last BN starts at 0: move every weight
+        p.data.add_(torch.randn_like(p) * 0.02)
+    m.eval()
+    image, _ = synthetic_sample(128, seed=5)
+    with torch.no_grad():
+        maps = m(normalized_input(m, image[..., None]))[0].numpy()
+    q = lambda a, p: float(np.clip(np.quantile(a, p), 0.01, 1.0))  # noqa: E731
+    m.ais_params = {"foreground_threshold": q(maps[0], 0.4), "center_distance_threshold": q(maps[1], 0.35),
+                    "boundary_distance_threshold": q(maps[2], 0.35), "min_size": 4}
+    return m
+
+
+def test_tiny_vit_state_dict_layout_is_mobile_sam(vit_t_model):
+    """Full-size vit_t: the same keys and shapes as samzoo's tiny_vit.py (= mobile_sam.pt's, frozen
+    in tests/data/mobile_sam_vit_t_encoder_keys.json); the small model loads strictly."""
+    full = preset("vit_t")
+    ours = arch.MicroSam(full.to_dict(), with_ais_decoder=False).sam.image_encoder.state_dict()
+    from samzoo.families.microsam.tiny_vit import build_tiny_vit
+
+    theirs = build_tiny_vit(full).state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(ours[k].shape == theirs[k].shape for k in ours)
+    built = arch.MicroSam(vit_t_model.config.to_dict())
+    built.load_state_dict(packaged_state(vit_t_model), strict=True)
+
+
+def test_tiny_vit_encoder_and_labels_identical_to_samzoo(vit_t_model):
+    net = arch.AisInstanceSegmentation(vit_t_model.config.to_dict(), vit_t_model.ais_params)
+    net.load_state_dict(packaged_state(vit_t_model), strict=True)
+    x = torch.rand(2, 3, 128, 128) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(net.sam.image_encoder(x), vit_t_model.sam.image_encoder(x), rtol=0, atol=0)
+    for name in ("square", "non-square (resized)", "tiled"):
+        image = _images()[name]
+        got = net(torch.from_numpy(image.astype(np.float32))[None, None])[0, 0].numpy()
+        expected = segment(image.astype(np.float32), vit_t_model, mode="ais", progress=False)
+        assert expected.max() > 0, name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+@pytest.mark.slow
+def test_vit_t_model_packages_and_passes_bioimageio_test(vit_t_model, tmp_path):
+    from bioimageio.core import test_model
+
+    from samzoo.packaging import package_model
+
+    image, _ = synthetic_sample(128, seed=5)
+    card = {"name": "tiny vit_t test model", "description": "A random-weight vit_t model for tests.",
+            "authors": [{"name": "samzoo developers"}], "license": "MIT", "tags": ["test"], "version": "0.1.0",
+            "modality": "synthetic light microscopy", "training_data": {"description": "none (random weights)"},
+            "architecture": {"type": "sam", "encoder": "tiny_vit (vit_t, reduced)", "decoder": "unetr"},
+            "intended_use": "tests", "limitations": ["random weights"],
+            "citations": [{"text": "Archit et al. Segment Anything for Microscopy. Nature Methods (2025)",
+                           "doi": "10.1038/s41592-024-02580-4"},
+                          {"text": "Kirillov et al. Segment Anything. ICCV (2023)", "doi": "10.48550/arXiv.2304.02643"}]}
+    # ais (the watershed inside) and interactive (with its ONNX encoder / decoder); ais_network's
+    # block network is the same encoder + decoder and adds only time here
+    out = package_model(vit_t_model, tmp_path, card=card, sample_image=(image, None),
+                        formats=("pytorch_state_dict", "onnx"), kinds=("ais", "interactive"))
+    assert set(out) == {"ais", "interactive"}
+    for kind, path in out.items():
+        summary = test_model(path)
+        failed = [f"{d.name}: {[e.msg for e in d.errors]}" for d in summary.details if d.status == "failed"]
+        assert summary.status == "passed", (kind, failed)

@@ -21,7 +21,7 @@ import samzoo  # noqa: F401  (torchvision fix first)
 from samzoo import SamzooModel, preset, save_checkpoint
 from samzoo.cli import main as cli_main
 from samzoo.errors import CardError
-from samzoo.packaging.export import synthetic_sample
+from samzoo.packaging.samples import synthetic_sample
 from samzoo.publishing.card import load_card
 
 os.environ.setdefault("BIOIMAGEIO_LOG_WARNINGS", "false")
@@ -59,7 +59,7 @@ def _write_card(folder: Path, **changes) -> Path:
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory):
     """``samzoo package --card`` through the CLI, on a small random model."""
-    from samzoo.packaging.architectures import normalized_input
+    from samzoo.families.microsam.packaging.weights import normalized_input
 
     tmp = tmp_path_factory.mktemp("cardpkg")
     image, _ = synthetic_sample(96, seed=4)

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from samzoo import cli
 from samzoo.errors import InputError
-from samzoo.evaluation import grid_search as gs
+from samzoo.families.microsam import grid_search as gs
 from samzoo.evaluation.evaluate import evaluate, format_table, resolve_pairs, score
 from samzoo.evaluation.interactive import (
     corrective_points,

@@ -13,10 +13,10 @@ import samzoo  # noqa: F401  (torchvision fix first)
 from samzoo import SamzooModel, load_checkpoint, preset, save_checkpoint
 from samzoo.errors import InputError
 from samzoo.packaging import package_model
-from samzoo.packaging.export import synthetic_sample
-from samzoo.training.config import TrainConfig
+from samzoo.packaging.samples import synthetic_sample
+from samzoo.families.microsam.training.config import TrainConfig
 from samzoo.training.provenance import run_metadata
-from samzoo.training.trainer import Trainer
+from samzoo.families.microsam.training.trainer import Trainer
 
 os.environ.setdefault("BIOIMAGEIO_LOG_WARNINGS", "false")
 
@@ -64,7 +64,7 @@ def test_package_without_card_describes_the_child(child):
                          formats=["pytorch_state_dict"], kinds=["interactive"])
     with zipfile.ZipFile(zips["interactive"]) as zf:
         rdf = yaml.safe_load(zf.read("rdf.yaml"))
-        doc = zf.read(rdf["documentation"]["source"]).decode()
+        doc = zf.read(rdf["documentation"]).decode()
     assert rdf["name"].startswith("child-model")
     assert rdf["parent"] == {"id": "diplomatic-bug", "version": "1.2"}  # BioImage.IO's own parent field
     assert "fine-tuned by samzoo from parent-model" in rdf["description"]

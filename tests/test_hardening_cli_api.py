@@ -126,7 +126,7 @@ def test_tuned_amg_parameters_are_used(monkeypatch, fresh_model, disks):
 
 
 def test_training_presets_say_what_they_are(capsys):
-    from samzoo.training.config import PRESETS, preset_config
+    from samzoo.families.microsam.training.config import PRESETS, preset_config
 
     assert preset_config("finetune-cpu").init_checkpoint == "samzoo-lm-tiny"
     assert preset_config("finetune").init_checkpoint == "vit_b"
@@ -136,8 +136,8 @@ def test_training_presets_say_what_they_are(capsys):
 
 
 def test_finetune_cpu_runs_on_user_folders(tmp_path, disks, capsys):
-    from samzoo.training.config import preset_config
-    from samzoo.training.trainer import Trainer
+    from samzoo.families.microsam.training.config import preset_config
+    from samzoo.families.microsam.training.trainer import Trainer
 
     for split in ("train", "val"):
         (tmp_path / split / "images").mkdir(parents=True)

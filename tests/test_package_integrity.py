@@ -29,7 +29,7 @@ from samzoo.families.microsam.ais import AisParams
 from samzoo.hub import fetch
 from samzoo.errors import CheckpointError, HashMismatchError, ModelNotFoundError, PackageIntegrityError
 from samzoo.packaging import package_model
-from samzoo.packaging.export import synthetic_sample
+from samzoo.packaging.samples import synthetic_sample
 from samzoo.packaging.integrity import referenced_files, verify_package
 
 os.environ.setdefault("BIOIMAGEIO_LOG_WARNINGS", "false")
@@ -58,7 +58,7 @@ SAMPLE = synthetic_sample(96, seed=1)
 def model():
     torch.manual_seed(0)
     m = SamzooModel(preset("test"), metadata={"name": "integrity test model"})
-    from samzoo.packaging.architectures import normalized_input
+    from samzoo.families.microsam.packaging.weights import normalized_input
 
     with torch.no_grad():  # thresholds at quantiles of its own maps: a random model still finds objects
         maps = m.eval()(normalized_input(m, SAMPLE[0][..., None]))[0].numpy()
@@ -180,6 +180,19 @@ def test_missing_file_is_named(package, tmp_path, capsys, name):
     assert code == 2 and f"{name} (named by" in err and not (tmp_path / "o.tif").exists()
 
 
+def test_changed_cover_is_named(package, tmp_path):
+    """Covers and documentation are plain paths in format 0.5.10 (bioimage.io's runtime needs that);
+    their sha256 in config.samzoo.file_sha256 is checked all the same."""
+    members = _members(package)
+    rdf = _rdf(members)
+    assert rdf["format_version"] == "0.5.10" and isinstance(rdf["covers"][0], str)
+    assert isinstance(rdf["documentation"], str)
+    cover = rdf["covers"][0]
+    members[cover] = members[cover][:-8] + b"\0" * 8
+    with pytest.raises(PackageIntegrityError, match=rf"{cover} does not match .*covers\[0\]"):
+        samzoo.load_model(_write_zip(tmp_path / "bad_cover.zip", members))
+
+
 def test_changed_test_tensor_is_named(package, tmp_path):
     members = _members(package)
     labels = np.load(io.BytesIO(members["instance_labels.npy"]))
@@ -217,7 +230,7 @@ def test_weights_that_do_not_fit_the_architecture(package, tmp_path, capsys, iso
     torch.manual_seed(1)
     config = preset("test", embed_dim=48)
     other = SamzooModel(config)
-    from samzoo.packaging.architectures import packaged_state
+    from samzoo.families.microsam.packaging.weights import packaged_state
 
     buf = io.BytesIO()
     torch.save(packaged_state(other), buf)

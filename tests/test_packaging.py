@@ -23,8 +23,8 @@ from samzoo import SamzooModel, load_checkpoint, preset, save_checkpoint
 from samzoo.errors import CheckpointError, InputError, SamzooError
 from samzoo.families.microsam.ais_decoder import decoder_state
 from samzoo.packaging import load_package_model, package_model
-from samzoo.packaging.architectures import normalized_input, packaged_state
-from samzoo.packaging.export import synthetic_sample
+from samzoo.families.microsam.packaging.weights import normalized_input, packaged_state
+from samzoo.packaging.samples import synthetic_sample
 from samzoo.families.microsam.ais import AisParams
 
 os.environ.setdefault("BIOIMAGEIO_LOG_WARNINGS", "false")
@@ -118,8 +118,8 @@ def test_package_kinds_and_contents(packages):
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
             rdf = yaml.safe_load(zf.read("rdf.yaml"))
-            doc = zf.read(rdf["documentation"]["source"]).decode()
-            cover = zf.read(rdf["covers"][0]["source"])
+            doc = zf.read(rdf["documentation"]).decode()
+            cover = zf.read(rdf["covers"][0])
         assert "weights.pt" in names
         assert cover[:8] == b"\x89PNG\r\n\x1a\n"
         assert "# Validation" in doc and "mSA" in doc and "0.123" in doc
@@ -144,7 +144,7 @@ def test_ais_package_defaults_are_the_tuned_params(packages, model):
     rdf = yaml.safe_load(zipfile.ZipFile(packages["ais"]).read("rdf.yaml"))
     kwargs = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
     assert kwargs["ais_params"] == AisParams.from_dict(model.ais_params).to_dict()
-    doc = zipfile.ZipFile(packages["ais"]).read(rdf["documentation"]["source"]).decode()
+    doc = zipfile.ZipFile(packages["ais"]).read(rdf["documentation"]).decode()
     assert "center_distance_threshold" in doc
 
 
@@ -216,6 +216,48 @@ def test_interactive_package_with_prompts(packages, model, sample):
     np.testing.assert_array_equal(masks.numpy(), with_image["masks"])
 
 
+ONNX_TOLERANCE = 1e-3  # absolute, on embeddings (|x| ~ 1) and IoU scores; masks must be identical
+
+
+def test_interactive_onnx_encoder_and_decoder_equal_pytorch(packages, model, sample):
+    """The interactive package's attached ONNX encoder + prompt decoder (onnxruntime) give the
+    PyTorch model's embeddings, masks and scores on images of other sizes than the test image."""
+    from onnx_prompting import InteractiveOnnx
+
+    from samzoo.families.microsam.bioimageio_architecture import InteractiveSegmentation
+
+    onnx = InteractiveOnnx(packages["interactive"])
+    torch_net = InteractiveSegmentation(model.config.to_dict(), with_ais_decoder=True)
+    torch_net.load_state_dict(packaged_state(model))
+    big = np.kron(sample[0][:100], np.ones((2, 2), sample[0].dtype))[:, :170]  # 200 x 170: resized
+    worst = {"embeddings": 0.0, "scores": 0.0}
+    for image in (sample[0][:, :96], big):
+        h, w = image.shape
+        boxes = np.array([[[5, 8, w // 2, h // 2], [w // 3, h // 4, w - 3, h - 5]]], np.float32)
+        points = np.array([[[[w // 4, h // 4], [w // 2, h // 3]], [[2 * w // 3, h // 2], [w // 5, h - 9]]]], np.float32)
+        labels = np.array([[[1, 0], [1, 1]]], np.int64)
+        emb = onnx.embed(image)
+        with torch.no_grad():
+            _, _, expected_emb = torch_net(torch.from_numpy(image.astype(np.float32))[None, None])
+        worst["embeddings"] = max(worst["embeddings"], float(np.abs(emb - expected_emb.numpy()).max()))
+        emb_t = expected_emb  # the decoder is compared on the same embeddings
+        first = None
+        for prompts in ({"boxes": boxes}, {"points": points, "labels": labels},
+                        {"boxes": boxes, "points": points, "labels": labels}, "mask"):
+            if prompts == "mask":
+                prompts = {"boxes": boxes, "mask_input": first["low_res"]}
+            got = onnx.decode(emb_t.numpy(), (h, w), **prompts)
+            t = {"boxes": "box_prompts", "points": "point_prompts", "labels": "point_labels", "mask_input": "mask_prompts"}
+            with torch.no_grad():
+                masks, scores, _ = torch_net(torch.zeros(1, 1, h, w), embeddings=emb_t,
+                                             **{t[k]: torch.from_numpy(np.asarray(v)) for k, v in prompts.items()})
+            np.testing.assert_array_equal(got["masks"], masks.numpy())
+            worst["scores"] = max(worst["scores"], float(np.abs(got["scores"] - scores.numpy()).max()))
+            first = first or got
+    assert max(worst.values()) <= ONNX_TOLERANCE, worst
+    print(f"\ninteractive ONNX vs PyTorch, max abs: {worst}")
+
+
 @pytest.mark.parametrize("kind", ["ais", "interactive"])
 def test_round_trip_identical_model(packages, model, kind):
     from samzoo.api import load_model
@@ -284,6 +326,8 @@ def test_missing_fields_in_card_mapping(workdir, model):
 
 
 def test_bad_inputs_fail_before_loading(workdir, checkpoint, card_path):
+    from samzoo.families.microsam.packaging import package_model  # μSAM's: checks before it loads
+
     with pytest.raises(InputError, match="weight format"):
         package_model(str(checkpoint), workdir / "o1", formats=("keras",))
     with pytest.raises(InputError, match="pytorch_state_dict"):
@@ -312,7 +356,7 @@ def test_atomic_no_partial_zip_when_a_package_fails(packages, workdir, monkeypat
     """Second zip fails half-written: neither it nor the first (finished) zip appears."""
     import bioimageio.spec
 
-    from samzoo.packaging import export
+    from samzoo.families.microsam.packaging import export
     from bioimageio.spec import load_description
 
     real = bioimageio.spec.save_bioimageio_package

@@ -12,11 +12,11 @@ import torch
 import samzoo  # noqa: F401  (torchvision fix first)
 from samzoo import load_checkpoint
 from samzoo.errors import InputError
-from samzoo.training.config import TrainConfig, load_config, preset_config, save_config
+from samzoo.families.microsam.training.config import TrainConfig, load_config, preset_config, save_config
 from samzoo.training.data import PatchSampler, FolderSource, SyntheticSource, random_patch, sample_batch
-from samzoo.training.prompts import box_from_mask, corrective_points, point_in_mask
-from samzoo.training.targets import ais_target
-from samzoo.training.trainer import Trainer
+from samzoo.families.microsam.training.prompts import box_from_mask, corrective_points, point_in_mask
+from samzoo.families.microsam.training.targets import ais_target
+from samzoo.families.microsam.training.trainer import Trainer
 
 SMALL = {"radius_range": [4.0, 9.0], "density_range": [0.2, 0.4], "empty_probability": 0.0}
 
@@ -102,7 +102,8 @@ def test_sampler_rejects_patches_with_too_few_objects_and_mixes_sources():
             return np.zeros((64, 64), np.float32), np.zeros((64, 64), np.uint32)
 
     synthetic = SyntheticSource(SMALL, shape=(64, 64))
-    sampler = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20)
+    sampler = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20,
+                           targets=ais_target)
     for i in range(3):
         sample = sampler.sample(np.random.default_rng(i))
         assert sample["labels"].max() >= 2
@@ -216,7 +217,7 @@ def test_training_patches_are_normalised_like_inference_for_the_model(tmp_path):
                       progress=False)
     assert trainer.model.config.normalization == "minmax"
     assert trainer.sampler.normalization == "minmax"
-    assert trainer.val_set() and trainer._val_sampler.normalization == "minmax"
+    assert trainer.val_set() and trainer.objective.val_sampler.normalization == "minmax"
     image = np.random.default_rng(0).gamma(2.0, 50.0, (32, 32)).astype(np.float32)
     expected = normalize_to_uint8_range(np.repeat(image[..., None], 3, -1), "minmax")
     np.testing.assert_array_equal(to_three_channels(image, "minmax"), expected)
@@ -241,7 +242,7 @@ def test_mixed_precision_trains_in_bfloat16_on_cpu_with_float32_weights(tmp_path
 
 
 def test_training_device_is_resolved_and_checked(tmp_path):
-    from samzoo.training.trainer import resolve_device
+    from samzoo.training.loop import resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")
@@ -299,7 +300,7 @@ def test_frozen_parts_stay_unchanged(tmp_path):
 # ------------------------------------------------------------------ LoRA, distributed
 
 def test_lora_trains_only_adapters_and_merges_into_plain_weights(tmp_path):
-    from samzoo.training.lora import LoRALinear, has_lora
+    from samzoo.families.microsam.training.lora import LoRALinear, has_lora
 
     cfg = small_config(tmp_path, lora_rank=2, iterations=2, save_every=2)
     trainer = Trainer(cfg, progress=False)
@@ -345,7 +346,7 @@ def test_distributed_training_under_torchrun(tmp_path):
 
 def test_halving_the_patch_size_keeps_what_a_token_sees():
     from samzoo import SamzooModel, preset
-    from samzoo.training.rescale import halve_patch_size
+    from samzoo.families.microsam.training.rescale import halve_patch_size
 
     torch.manual_seed(0)
     old = SamzooModel(preset("test", img_size=64))
@@ -366,7 +367,7 @@ def test_shipped_default_model_is_small_tuned_and_documented():
 
     path = resources.files("samzoo") / "data" / "samzoo-lm-tiny.pt"
     if not path.is_file():
-        pytest.skip("default model not built yet (python -m samzoo.training.build_default)")
+        pytest.skip("default model not built yet (python -m samzoo.families.microsam.training.build_default)")
     assert path.stat().st_size < 20e6
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     assert all(v.dtype == torch.float16 for v in state["model_state"].values() if v.is_floating_point())
@@ -385,7 +386,7 @@ def test_generalist_presets_name_torch_em_datasets_that_exist():
     """The LM/EM presets follow μSAM's dataset lists; each must be a real torch-em dataset function."""
     import torch_em.data.datasets as datasets
 
-    from samzoo.training.config import preset_config
+    from samzoo.families.microsam.training.config import preset_config
 
     for name in ("lm-generalist", "em-organelles"):
         config = preset_config(name)
@@ -409,8 +410,8 @@ def test_torch_em_source_errors_name_the_problem():
 def test_init_checkpoint_accepts_model_ids_and_paths(tmp_path):
     from samzoo import SamzooModel, preset, save_checkpoint
     from samzoo.errors import ModelNotFoundError
-    from samzoo.training.config import preset_config
-    from samzoo.training.trainer import Trainer
+    from samzoo.families.microsam.training.config import preset_config
+    from samzoo.families.microsam.training.trainer import Trainer
 
     path = save_checkpoint(SamzooModel(preset("test")), tmp_path / "init.pt")
     trainer = Trainer(preset_config("test", out_dir=str(tmp_path / "run"), init_checkpoint=str(path)))

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, SamzooError
-from .families.microsam.model import SamzooModel
 
 SAMPLE_IMAGE = "sample_nuclei.tif"
 
@@ -56,8 +55,8 @@ class DemoResult:
         return "\n".join(lines + self.notes)
 
 
-def load_demo_inputs(model: "SamzooModel | str | os.PathLike | None" = None,
-                     image: "np.ndarray | str | os.PathLike | None" = None) -> tuple[np.ndarray, str, SamzooModel]:
+def load_demo_inputs(model: "torch.nn.Module | str | os.PathLike | None" = None,
+                     image: "np.ndarray | str | os.PathLike | None" = None) -> tuple[np.ndarray, str, "torch.nn.Module"]:
     """(image array, where it came from, model); defaults: the sample image and default model."""
     from .io import read_image
     from .segmentation.api import resolve_model
@@ -72,7 +71,7 @@ def load_demo_inputs(model: "SamzooModel | str | os.PathLike | None" = None,
     return array, source, resolve_model(model)
 
 
-def segment_step(image: np.ndarray, model: SamzooModel, output_dir: Path, *, progress: bool = True
+def segment_step(image: np.ndarray, model: "torch.nn.Module", output_dir: Path, *, progress: bool = True
                  ) -> tuple[np.ndarray, Path, Path]:
     """AIS on the image (no embedding cache: a demo measures the real run); writes both files."""
     from .io import write_labels
@@ -86,17 +85,20 @@ def segment_step(image: np.ndarray, model: SamzooModel, output_dir: Path, *, pro
     return labels, labels_path, overlay_path
 
 
-def packaged_model_step(model: SamzooModel, image: np.ndarray, labels: np.ndarray, output_dir: Path) -> list[str]:
+def packaged_model_step(model: "torch.nn.Module", image: np.ndarray, labels: np.ndarray, output_dir: Path) -> list[str]:
     """Show that the package is the model: bioimageio.core's ``predict`` on the zip must give the
     labels samzoo gave. Returns lines for the summary."""
     from bioimageio.core import predict
 
-    from .packaging import package_model
+    from .families import family_of
     from .segmentation.preprocess import as_image_stack
 
-    try:
-        packages = package_model(model, output_dir / "packages", formats=("pytorch_state_dict",), kinds=("ais",),
-                                 sample_image=image)
+    family = family_of(model)
+    if family.package is None:
+        return [f"package: not made ({family.title} models have no BioImage.IO package yet)"]
+    try:  # the demo's package is the instance-label one of the default (μSAM) model
+        packages = family.package(model, output_dir / "packages", formats=("pytorch_state_dict",), kinds=("ais",),
+                                  sample_image=image)
     except SamzooError as err:  # e.g. a model that finds nothing: no testable package to show
         return [f"package: not made ({err})"]
     stack, _ = as_image_stack(image)
@@ -112,7 +114,7 @@ def packaged_model_step(model: SamzooModel, image: np.ndarray, labels: np.ndarra
 
 
 def run_demo(output_dir: "str | os.PathLike" = "samzoo-demo", *,
-             model: "SamzooModel | str | os.PathLike | None" = None,
+             model: "torch.nn.Module | str | os.PathLike | None" = None,
              image: "np.ndarray | str | os.PathLike | None" = None, progress: bool = True,
              device: "str | None" = None) -> DemoResult:
     """Run all demo steps; results go to ``output_dir`` (created; checked writable before any work,

@@ -66,28 +66,29 @@ def publish(packages: str | os.PathLike | Sequence[str | os.PathLike], to: str =
     raise PublishError(f"unknown publishing target {to!r}: use 'zenodo' or 'hf'")
 
 
-def train(config: Any = "test", *, resume: bool = True, progress: bool = True, **changes: Any) -> Path:
-    """Train a model: ``config`` is a training preset name (``finetune-cpu``, ``test``, ...), a
-    YAML path or a ``TrainConfig``; ``changes`` override its fields (``out_dir``, ``iterations``,
-    ``data``, ...). Returns the path of the best checkpoint.
+def train(config: Any = "test", *, resume: bool = True, progress: bool = True, **changes: Any) -> Any:
+    """Train a model: ``config`` is a training preset name (``finetune-cpu``, ``test``,
+    ``samcell-tiny-cpu``, ...), a YAML path or a family's config object (μSAM: ``TrainConfig``);
+    ``changes`` override its fields (``out_dir``, ``iterations``, ``data``, ...). The family comes
+    from the config (``samzoo.training.dispatch``). Returns what the family's training returns:
+    for μSAM the path of the best checkpoint.
 
     >>> import samzoo
     >>> best = samzoo.train("finetune-cpu", data=[{"kind": "folder", "weight": 1.0,  # doctest: +SKIP
     ...                     "images": "my/images", "labels": "my/labels"}], val_data=None)
     """
-    from .training.config import TrainConfig, load_config, preset_config
-    from .training.trainer import BEST, Trainer
+    from .training.config import read_config_data
+    from .training.dispatch import run_training
 
-    if isinstance(config, TrainConfig):
-        chosen = config.replace(**changes) if changes else config
+    if hasattr(config, "to_dict"):  # a config object: its family says what it is
+        settings = {**config.to_dict(), "family": config.family}
     elif isinstance(config, os.PathLike) or str(config).endswith((".yaml", ".yml")):
-        chosen = load_config(config)
-        chosen = chosen.replace(**changes) if changes else chosen
+        settings = read_config_data(config)
     else:
-        chosen = preset_config(str(config), **changes)
-    trainer = Trainer(chosen, resume=resume, progress=progress)
-    trainer.fit()
-    return trainer.ckpt_dir / BEST
+        settings = {"preset": str(config)}
+    if not resume:
+        changes["restart"] = True
+    return run_training(settings, changes, progress=progress)[1]
 
 
 def evaluate(model: Any, images: Any, labels: Any, **options: Any) -> Any:
@@ -110,15 +111,17 @@ def evaluate(model: Any, images: Any, labels: Any, **options: Any) -> Any:
 
 def tune(model: Any, images: Any, labels: Any, output: str | os.PathLike | None = None, *, amg: bool = False,
          grid: dict[str, Sequence[Any]] | None = None, overwrite: bool = False, progress: bool = True) -> Any:
-    """Grid-search the AIS (and with ``amg=True`` the AMG) parameters on validation pairs, store
-    the best in the model, and save it to ``output`` (a .pt) when given. Returns the tuned model.
+    """Grid-search the model's post-processing parameters on validation pairs (μSAM: AIS, and with
+    ``amg=True`` also AMG; other families: their ``param_grid``), store the best in the model, and
+    save it to ``output`` (a .pt) when given. Returns the tuned model.
 
     >>> import samzoo
     >>> tuned = samzoo.tune("samzoo-lm-tiny", "val/images", "val/labels", "tuned.pt")  # doctest: +SKIP
     """
     from .evaluation.evaluate import _read_pair, resolve_pairs
-    from .evaluation.grid_search import DEFAULT_AIS_GRID, ais_grid_search, amg_grid_search, store_result
-    from .families.microsam.checkpoint import save_checkpoint
+    from .errors import InputError
+    from .evaluation.family_search import family_grid_search
+    from .families import family_of
     from .outputs import check_output_file
     from .segmentation.api import resolve_model
 
@@ -126,17 +129,20 @@ def tune(model: Any, images: Any, labels: Any, output: str | os.PathLike | None 
     if output is not None:
         target = check_output_file(output, "output", overwrite=overwrite, suffixes=(".pt",),
                                    inputs=[model] if isinstance(model, (str, os.PathLike)) else [])
-    grid = dict(grid or {})
     pairs = resolve_pairs(images, labels)
     data = [_read_pair(i, l) for i, l in pairs]
     tuned = resolve_model(model)
+    family = family_of(tuned)
     images_, labels_ = [d[0] for d in data], [d[1] for d in data]
-    if tuned.has_ais_decoder:
-        store_result(tuned, ais_grid_search(tuned, images_, labels_, {k: v for k, v in grid.items()
-                                                                      if k in DEFAULT_AIS_GRID}, progress=progress))
-    if amg:
-        store_result(tuned, amg_grid_search(tuned, images_, labels_, {k: v for k, v in grid.items()
-                                                                      if k not in DEFAULT_AIS_GRID}, progress=progress))
+    if family.tune is not None:
+        family.tune(tuned, images_, labels_, dict(grid or {}), progress=progress, amg=amg)
+    else:
+        if amg:
+            raise InputError(f"amg=True applies to μSAM models; this is a {family.title} model")
+        result = family_grid_search(tuned, images_, labels_, grid, progress=progress)
+        family.set_params(tuned, result.best.to_dict())
     if target is not None:
-        save_checkpoint(tuned, target)
+        if family.save is None:
+            raise InputError(f"{family.title} models cannot be saved as checkpoints")
+        family.save(tuned, target)
     return tuned

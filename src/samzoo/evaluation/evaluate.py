@@ -199,8 +199,9 @@ def evaluate(
     model = resolve_model(model)
     params = dict(params or {})
     family = family_of(model)
-    if mode == "interactive" and family.segment_from_prompts is None:
-        raise InputError(f"{family.title} models take no prompts: interactive evaluation does not apply")
+    if mode == "interactive" and family.prompt_predictor is None:
+        what = "take no prompts" if family.segment_from_prompts is None else "have no iterative prompting"
+        raise InputError(f"{family.title} models {what}: interactive evaluation does not apply")
     if mode not in ("auto", "interactive") and mode not in family.modes:
         raise InputError(f"{family.title} models have no mode {mode!r}"
                          + (f" (modes: {', '.join(family.modes)})" if family.modes else " (use mode 'auto')"))

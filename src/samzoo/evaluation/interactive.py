@@ -30,17 +30,18 @@ objects. Prompts are decoded in batches of objects on one image embedding.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..families.microsam.model import SamzooModel
-from ..families.microsam.predictor import Predictor
+from ..families import family_of
 from .metrics import _as_labels, mean_segmentation_accuracy
 
 __all__ = [
@@ -237,26 +238,35 @@ def _iou_dice(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return (inter / union if union else 1.0), (2.0 * inter / total if total else 1.0)
 
 
-def _predictor_for(model: "SamzooModel | Predictor", image: np.ndarray | None) -> Predictor:
-    if isinstance(model, Predictor):
+def _is_predictor(model: Any) -> bool:
+    """A prompt predictor (``FamilySpec.prompt_predictor``'s kind of object), not a model or a reference."""
+    return (not isinstance(model, (str, os.PathLike, torch.nn.Module))
+            and all(hasattr(model, name) for name in ("set_image", "predict", "original_shape")))
+
+
+def _predictor_for(model: Any, image: np.ndarray | None) -> Any:
+    if _is_predictor(model):
         if image is not None:
             model.set_image(image)
         elif not model.is_image_set:
             raise InputError("the predictor has no image set; pass the image")
         return model
     if image is None:
-        raise InputError("pass the image (or a Predictor whose image is set)")
-    if not isinstance(model, SamzooModel):
+        raise InputError("pass the image (or a predictor whose image is set)")
+    if not isinstance(model, torch.nn.Module):
         from ..segmentation.api import resolve_model
 
         model = resolve_model(model)
-    return Predictor(model).set_image(image)
+    family = family_of(model)
+    if family.prompt_predictor is None:
+        raise InputError(f"{family.title} models have no iterative prompting: interactive evaluation does not apply")
+    return family.prompt_predictor(model).set_image(image)
 
 
 def interactive_evaluation(
     image: np.ndarray | None,
     labels: np.ndarray,
-    model: "SamzooModel | Predictor | str",
+    model: Any,
     *,
     start: str = "box",
     n_iterations: int = DEFAULT_ITERATIONS,
@@ -270,8 +280,9 @@ def interactive_evaluation(
 ) -> InteractiveResult:
     """Run the μSAM interactive protocol on one 2D image (see the module docstring).
 
-    ``model``: a :class:`SamzooModel` (or anything ``samzoo.load_model`` resolves) or a
-    :class:`Predictor` (its image is reused when ``image`` is None). ``start``: ``"box"`` or
+    ``model``: a model of a family with a ``prompt_predictor`` (μSAM), anything ``samzoo.load_model``
+    resolves, or such a family's predictor (its image is reused when ``image`` is None; μSAM:
+    ``samzoo.Predictor``). ``start``: ``"box"`` or
     ``"point"``. ``min_object_size`` skips smaller ground-truth objects; ``max_objects`` evaluates
     a random subset (drawn with ``seed``) on images with very many objects. ``batch_size``
     objects are decoded per call. Raises ``InputError`` for a label image that does not fit the

@@ -66,9 +66,17 @@ class FamilySpec:
     tune(model, images, labels, grid, *, progress, **options) -> list of GridSearchResult: a
         family's own search (μSAM: AIS on cached decoder outputs, AMG); None: the shared search on
         ``predict`` / ``postprocess`` over ``param_grid``.
-    train(settings: dict, *, progress) -> history: ``samzoo train`` for this family (settings = the
-        YAML config or ``{"preset": name}`` with CLI overrides); ``train_presets`` the preset names
-        it owns. None: the μSAM trainer in ``samzoo.training``.
+    train(settings: dict, *, progress) -> the run's result (μSAM, Cellpose-SAM: the best
+        checkpoint's path; SAMCell: its history): ``samzoo train`` / ``samzoo.train`` for this family
+        (settings = the YAML config or ``{"preset": name}`` with the CLI's overrides; ``restart:
+        true`` when asked to start over); ``train_presets`` the preset names it owns. A family's
+        objective can run in ``samzoo.training.loop.TrainingLoop`` (μSAM and Cellpose-SAM do).
+        None: the family cannot be trained.
+    prompt_predictor(model) -> an object that keeps one image's embedding for many prompt calls:
+        ``set_image(image)``, ``predict(points=, point_labels=, boxes=, mask_input=, multimask=)``
+        -> (masks, scores, low-res logits), ``original_shape``, ``is_tiled``, ``is_image_set``;
+        what the interactive evaluation protocol (``samzoo.evaluation.interactive``) drives. None:
+        the family has no iterative prompting.
     architectures: the ``architecture`` values a registry entry of this family may give (the
         registry checks entries against them; ``samzoo.registry.FAMILY_ARCHITECTURES``).
     """
@@ -95,6 +103,7 @@ class FamilySpec:
     tune: Callable[..., Any] | None = None
     train: Callable[..., Any] | None = None
     train_presets: tuple[str, ...] = ()
+    prompt_predictor: Callable[[Any], Any] | None = None
     architectures: tuple[str, ...] = ()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from .. import cli_options as opts
-from .export import FORMATS, KINDS
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -26,10 +25,12 @@ def register(subparsers) -> None:
     opts.add_output(p, "folder for the zips (created if missing)", required=True, old="--outdir")
     p.add_argument("--card", default=None, metavar="YAML",
                    help="model card (model_cards/NAME.yaml); default: built from the checkpoint's metadata")
-    p.add_argument("--formats", type=_formats, default=FORMATS, metavar="F[,F]",
-                   help=f"weight formats (default: {','.join(FORMATS)}); pytorch_state_dict is required")
+    p.add_argument("--formats", type=_formats, default=None, metavar="F[,F]",
+                   help="weight formats (default: every format the model's family exports; μSAM: "
+                        "pytorch_state_dict,torchscript,onnx); pytorch_state_dict is required")
     p.add_argument("--kinds", type=_formats, default=None, metavar="K[,K]",
-                   help=f"package kinds to write (default: all the model supports; {', '.join(KINDS)})")
+                   help="package kinds to write (default: all the model supports; μSAM: ais, ais_network, "
+                        "interactive)")
     p.add_argument("--sample-image", default=None, metavar="IMAGE",
                    help="image for test tensors and covers (default: the shipped sample, else synthetic)")
     p.set_defaults(func=_run)
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..outputs import check_writable_folder
-    from .export import package_model
+    from . import package_model
 
     model = args.model
     if args.model_positional is not None:
@@ -47,8 +48,9 @@ def _run(args: argparse.Namespace) -> int:
         opts.deprecation_note("the positional MODEL of `samzoo package`", "-m/--model MODEL")
         model = args.model_positional
     check_writable_folder(args.output, "--output folder")
-    written = package_model(model, args.output, card=args.card, formats=args.formats,
-                            sample_image=args.sample_image, kinds=args.kinds)
+    given = {"card": args.card, "sample_image": args.sample_image, "kinds": args.kinds, "formats": args.formats}
+    options = {k: v for k, v in given.items() if v is not None}  # the family's defaults for the rest
+    written = package_model(model, args.output, **options)
     for kind, path in written.items():
         print(f"{kind}: {path}")
     return 0

@@ -11,7 +11,8 @@ consumer inside samzoo -- ``samzoo.load_model`` and every command that takes a p
   its I/O checks, which would download remote sources); the first problem is reported by field.
 * :func:`verify_files` checks every file the description names inside the package (weights,
   architecture source, test tensors, attachments, dependencies, documentation, covers): it must
-  exist, and where the description gives a ``sha256`` the file's sha256 must equal it.
+  exist, and where the description gives a ``sha256`` (or ``config.samzoo.file_sha256`` does, for
+  covers and documentation, which format 0.5.10 names by plain path) the file's sha256 must equal it.
 
 Both raise :class:`~samzoo.errors.PackageIntegrityError` (a ``CheckpointError``) with a one-line
 message naming the file or field.
@@ -55,7 +56,8 @@ def referenced_files(rdf: Mapping[str, Any]) -> Iterator[tuple[str, str | None, 
     """``(source, sha256 or None, field)`` for every file the description names.
 
     Format 0.5 (and 0.4 weights/attachments) name files as mappings with ``source`` and optional
-    ``sha256``; ``documentation`` and ``covers`` are plain paths; format 0.4 also names test
+    ``sha256``; ``documentation`` and ``covers`` are plain paths (hashed in samzoo's
+    ``config.samzoo.file_sha256``, see :mod:`samzoo.packaging.portable_rdf`); format 0.4 also names test
     tensors as plain paths and the architecture as ``file.py:Class`` with ``architecture_sha256``.
     Remote sources (URLs) are not part of the package and are skipped."""
 
@@ -77,16 +79,27 @@ def referenced_files(rdf: Mapping[str, Any]) -> Iterator[tuple[str, str | None, 
             for i, item in enumerate(value):
                 yield from walk(item, f"{field}[{i}]")
 
+    hashes = _config_hashes(rdf)
     for key in ("documentation",):
         if isinstance(rdf.get(key), str):
-            yield rdf[key], None, key
+            yield rdf[key], hashes.get(rdf[key]), key
     for key in ("covers", "test_inputs", "test_outputs", "sample_inputs", "sample_outputs"):
         items = rdf.get(key)
         if isinstance(items, list):
             for i, item in enumerate(items):
                 if isinstance(item, str):
-                    yield item, None, f"{key}[{i}]"
+                    yield item, hashes.get(item), f"{key}[{i}]"
     yield from walk(rdf, "")
+
+
+def _config_hashes(rdf: Mapping[str, Any]) -> dict[str, str]:
+    """sha256 of files the format names by plain path (covers, documentation), which samzoo records
+    in ``config.samzoo.file_sha256`` (see :mod:`samzoo.packaging.portable_rdf`)."""
+    samzoo = ((rdf.get("config") or {}) if isinstance(rdf.get("config"), Mapping) else {}).get("samzoo")
+    hashes = samzoo.get("file_sha256") if isinstance(samzoo, Mapping) else None
+    if not isinstance(hashes, Mapping):
+        return {}
+    return {str(k): str(v).lower() for k, v in hashes.items() if isinstance(v, str)}
 
 
 def file_sha256(open_file: Callable[[], BinaryIO]) -> str:

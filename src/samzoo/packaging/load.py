@@ -1,4 +1,4 @@
-"""Rebuild a :class:`SamzooModel` from a BioImage.IO package (zip or unpacked folder).
+"""Rebuild a model from a BioImage.IO package (zip or unpacked folder), for any family.
 
 Members are read straight from the zip (nothing is extracted); their names must be plain relative
 paths inside the package, and sizes are capped, so a crafted archive cannot write anywhere or exhaust
@@ -6,10 +6,11 @@ memory. Before anything is used, the description is validated and every file it 
 against its sha256 (:mod:`samzoo.packaging.integrity`). Weights are read with
 ``torch.load(weights_only=True)``.
 
-samzoo packages carry the model config, AIS parameters and metadata in ``config.samzoo`` and the
-flat ``{sam.*, ais_decoder.*}`` weights, so the round trip is exact. Packages made by micro-sam
-(weights = ``{"model_state", "decoder_state"}`` or a bare SAM state dict, decoder possibly as an
-``*_decoder.pt`` attachment) load through :func:`samzoo.families.microsam.checkpoint.load_checkpoint`.
+Packages samzoo wrote carry their family (``config.samzoo.family``, μSAM when absent) and what the
+family needs to rebuild the model exactly in ``config.samzoo``; the family's ``FamilySpec.load``
+gets the weights with ``package_config=config.samzoo``. Packages made elsewhere (micro-sam: weights
+= ``{"model_state", "decoder_state"}`` or a bare SAM state dict, decoder possibly as an
+``*_decoder.pt`` attachment) load like a checkpoint file: the family is recognised from the weights.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import CheckpointError, ModelNotFoundError
-from ..families.microsam.config import ModelConfig
-from ..families.microsam.model import SamzooModel
-from .architectures import DECODER_PREFIX, load_packaged_state
 from .integrity import check_package, remember_valid
 
 DESCRIPTION_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -136,7 +134,7 @@ def _load_weights(pkg: _Package, name: str) -> Mapping[str, Any]:
     return state
 
 
-def load_package_model(path: str | os.PathLike) -> SamzooModel:
+def load_package_model(path: str | os.PathLike) -> Any:
     """The model inside a BioImage.IO package made by samzoo (exact round trip) or micro-sam."""
     path = Path(path)
     if not path.exists():
@@ -151,7 +149,11 @@ def load_package_model(path: str | os.PathLike) -> SamzooModel:
         weights_name = _safe_member(weights["source"], "weights source")
         samzoo_cfg = (rdf.get("config") or {}).get("samzoo")
         if isinstance(samzoo_cfg, Mapping) and "model_config" in samzoo_cfg:
-            model = _load_samzoo(pkg, rdf, weights, weights_name, samzoo_cfg)
+            from ..families import get_family
+
+            family = get_family(str(samzoo_cfg.get("family", "microsam")))
+            model = family.load(path, _load_weights(pkg, weights_name), package_config=samzoo_cfg,
+                                architecture_kwargs=(weights.get("architecture") or {}).get("kwargs") or {})
         else:
             model = _load_foreign(pkg, rdf, weights_name)
         remember_valid(checked)
@@ -160,25 +162,10 @@ def load_package_model(path: str | os.PathLike) -> SamzooModel:
         pkg.close()
 
 
-def _load_samzoo(pkg: _Package, rdf, weights, weights_name: str, samzoo_cfg: Mapping[str, Any]) -> SamzooModel:
-    from ..families.microsam.ais import AisParams
-
-    config = ModelConfig.from_dict(dict(samzoo_cfg["model_config"]))
-    kwargs = (weights.get("architecture") or {}).get("kwargs") or {}
-    ais_params = dict(kwargs.get("ais_params") or samzoo_cfg.get("ais_params") or {})
-    if ais_params:
-        ais_params = AisParams.from_dict(ais_params).to_dict()
-    state = _load_weights(pkg, weights_name)
-    has_decoder = any(str(k).startswith(DECODER_PREFIX) for k in state)
-    model = SamzooModel(config, with_ais_decoder=has_decoder, ais_params=ais_params,
-                        metadata=dict(samzoo_cfg.get("metadata") or {}))
-    load_packaged_state(model, state, f"weights of {pkg.path.name}")
-    return model.eval()
-
-
-def _load_foreign(pkg: _Package, rdf, weights_name: str) -> SamzooModel:
-    """A package not made by samzoo: hand its weights (and a decoder attachment) to load_checkpoint."""
-    from ..families.microsam.checkpoint import load_checkpoint
+def _load_foreign(pkg: _Package, rdf, weights_name: str) -> Any:
+    """A package not made by samzoo: its weights (and a decoder attachment) load as a checkpoint file
+    of whichever family recognises them."""
+    from ..api import load_checkpoint_file
 
     decoder_name = None
     for att in rdf.get("attachments") or []:
@@ -202,4 +189,4 @@ def _load_foreign(pkg: _Package, rdf, weights_name: str) -> SamzooModel:
                         raise CheckpointError(f"package {pkg.path}: {name} is larger than allowed")
                     dst.write(chunk)
             files[key] = target
-        return load_checkpoint(files["weights"], decoder_path=files.get("decoder"))
+        return load_checkpoint_file(files["weights"], decoder_path=files.get("decoder"))

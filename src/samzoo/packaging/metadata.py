@@ -141,6 +141,16 @@ def validate_card(card: Any, source: str = "model card", *, schema: bool = True)
     return card
 
 
+def checked_card(card: Any) -> dict[str, Any]:
+    """A given card (YAML path or mapping) read and validated: every problem in one error."""
+    if isinstance(card, (str, os.PathLike)):
+        raw, checked = read_card(card)
+        if checked is not None:
+            return validate_card(checked, f"model card {card}", schema=False)
+        return validate_card(raw, f"model card {card}")
+    return validate_card(card)
+
+
 def default_card(model_metadata: Mapping[str, Any], fallback_name: str) -> dict[str, Any]:
     """A complete card from the checkpoint's own metadata plus samzoo's defaults (no card given)."""
     meta = dict(model_metadata or {})

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from pathlib import Path
 
 from .. import cli_options as opts
 from ..errors import InputError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .config import load_config, preset_config, read_config_data
+    from .config import read_config_data
+    from .dispatch import run_training
 
     if (args.config is None) == (args.preset is None):
         raise InputError("give either a CONFIG.yaml or --preset NAME (not both)")
@@ -19,66 +20,26 @@ def _train(args: argparse.Namespace) -> int:
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise InputError(f"--max-minutes must be > 0, got {args.max_minutes}")
     settings = read_config_data(args.config) if args.config else {"preset": args.preset}
-    family = _training_family(settings)
-    if family is not None and family.train is not None:
-        overrides = {"out_dir": args.output, "iterations": args.iterations, "max_minutes": args.max_minutes}
-        family.train({**settings, **{k: v for k, v in overrides.items() if v is not None}}, progress=True)
+    overrides = {"out_dir": args.output, "iterations": args.iterations, "max_minutes": args.max_minutes,
+                 "device": args.device, "restart": True if args.restart else None}
+    family, result = run_training(settings, {k: v for k, v in overrides.items() if v is not None}, progress=True)
+    if isinstance(result, Path):
+        print(f"{family.title} training: best checkpoint {result}")
+    else:
         print(f"{family.title} training: best checkpoint in {args.output or settings.get('out_dir', '.')}/best.pt")
-        return 0
-    config = load_config(args.config) if args.config else preset_config(args.preset)
-    changes: dict[str, Any] = {}
-    if args.output is not None:
-        changes["out_dir"] = args.output
-    if args.iterations is not None:
-        changes["iterations"] = args.iterations
-    if args.max_minutes is not None:
-        changes["max_minutes"] = args.max_minutes
-    if args.device is not None:
-        changes["device"] = args.device
-    if changes:
-        config = config.replace(**changes)
-    from ..outputs import check_writable_folder
-
-    check_writable_folder(config.out_dir, "training output folder")
-    from .trainer import Trainer
-
-    trainer = Trainer(config, resume=not args.restart)
-    trainer.fit()
-    print(f"checkpoints in {trainer.ckpt_dir} (best: best.pt, latest: latest.pt)")
     return 0
 
 
-def _training_family(settings: dict[str, Any]):
-    """The family a run trains: its preset's owner, the config's ``family:``, or the family of
-    ``init_checkpoint`` (a local file's layout, or a registry entry's family); None: μSAM's trainer."""
-    from pathlib import Path
-
-    from ..families import all_families, detect_family, get_family
-
-    if set(settings) == {"preset"}:
-        return next((f for f in all_families() if settings["preset"] in f.train_presets), None)
-    if "family" in settings:
-        return get_family(settings["family"])
-    init = settings.get("init_checkpoint")
-    if not init:
-        return None
-    if Path(str(init)).is_file():
-        from ..state_files import read_state
-
-        return detect_family(read_state(init), Path(str(init)).name)
-    from ..registry import load_registry
-
-    entry = load_registry(None, offline=True).get(str(init))
-    return get_family(entry.family) if entry is not None else None
-
-
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a model (μSAM: SAM + AIS decoder; SAMCell: distance map; the family comes from the config)")
-    p.add_argument("config", nargs="?", help="training config YAML (see samzoo.training.config.TrainConfig)")
+    p = subparsers.add_parser("train", help="train a model (μSAM: SAM + AIS decoder; SAMCell: distance map; Cellpose-SAM: flows; "
+                                           "the family comes from the config)")
+    p.add_argument("config", nargs="?", help="training config YAML; `family:` names the family (default μSAM: see "
+                   "samzoo.families.microsam.training.config.TrainConfig)")
     p.add_argument("--preset", help="a named training preset instead of a YAML file: test (seconds), finetune-cpu (minutes: "
                         "fine-tunes the shipped model on data/train + data/val folders), finetune (GPU, from vit_b), "
                         "tiny-from-scratch (~90 min CPU), lm-generalist, em-organelles, specialist; "
-                        "samcell-tiny-cpu, samcell-finetune")
+                        "samcell-tiny-cpu, samcell-finetune; cpsam-small-cpu, cpsam-finetune (Cellpose-SAM: "
+                        "use them as 'preset:' in a YAML that names the image/label folders)")
     opts.add_output(p, "output folder (overrides out_dir)", old="--out")
     p.add_argument("--iterations", type=int, help="override the number of iterations (>= 1)")
     p.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]", help="override the config's device")

@@ -6,8 +6,9 @@ an interrupted run resumes with exactly the data it would have seen, and validat
 fixed without storing them.
 
 A sample is a dict: ``image`` float32 (3, P, P) in 0..255 (normalised like inference does),
-``labels`` int64 (P, P) (the cleaned instance labels), ``target`` float32 (3, P, P) (AIS target:
-foreground, center distances, boundary distances).
+``labels`` int64 (P, P) (the instance labels) and, when the sampler is given a family's
+``targets`` function (μSAM: the AIS target), ``target`` (that function's array) with the labels
+it cleaned.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +25,6 @@ import torch
 from ..errors import InputError
 from ..io import read_image
 from ..segmentation.preprocess import normalize_to_uint8_range
-from .targets import MIN_OBJECT_SIZE, ais_target
 
 Raw = tuple[np.ndarray, np.ndarray]  # (image (H, W) or (H, W, C), labels (H, W))
 
@@ -206,7 +206,8 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
 @dataclass
 class PatchSampler:
     """Draws raw samples from mixed sources, crops, rejects patches with too few objects,
-    augments and computes the AIS target."""
+    augments and computes the training target with ``targets`` (labels -> (cleaned labels,
+    target); None: no target, the labels as they are)."""
 
     sources: Sequence[Any]
     weights: Sequence[float]
@@ -215,7 +216,7 @@ class PatchSampler:
     max_tries: int = 10
     augment: bool = True
     intensity_augment: bool = True
-    min_object_size: int = MIN_OBJECT_SIZE
+    targets: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     normalization: str = "percentile"  # the model's config.normalization
     _probs: np.ndarray = field(init=False, repr=False)
 
@@ -235,14 +236,19 @@ class PatchSampler:
             image, labels = random_patch(to_three_channels(raw_image, self.normalization), np.asarray(raw_labels), self.patch_size, rng)
             if self.augment:
                 image, labels = augment(image, labels, rng, self.intensity_augment)
-            labels, target = ais_target(labels, self.min_object_size)
+            target = None
+            if self.targets is not None:
+                labels, target = self.targets(labels)
             n = int(labels.max())
             if best is None or n > best[0]:
                 best = (n, image, labels, target)
             if n >= self.min_objects:
                 break
         _, image, labels, target = best
-        return {"image": image.transpose(2, 0, 1).copy(), "labels": labels, "target": target}
+        sample = {"image": image.transpose(2, 0, 1).copy(), "labels": labels}
+        if target is not None:
+            sample["target"] = target
+        return sample
 
 
 def sample_batch(sampler: PatchSampler, seed: int, step: int, batch_size: int, first: int = 0

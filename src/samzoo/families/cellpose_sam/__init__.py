@@ -5,7 +5,8 @@ dynamics turning them into instance labels.
 Reads cellpose's checkpoints (``cpsam``, ``cpsam_v2``: plain state dicts) and samzoo's own; segments
 as ``CellposeModel.eval`` does (normalisation, tiling, dynamics: ``inference``, ``dynamics``);
 ``params`` are tunable (``tune``) and stored in checkpoints; ``packaging`` writes BioImage.IO
-packages; ``training`` has cellpose's targets, loss and augmentation.
+packages; ``training`` has cellpose's targets, loss and augmentation; ``train_objective`` runs
+them in the shared training loop (``samzoo train``).
 
 Public functions: :func:`build`, :func:`recognise`, :func:`load`, :func:`segment`,
 :class:`CpsamParams`, :func:`tune`, :func:`package`, :func:`loss` / :func:`train_step`.
@@ -79,6 +80,12 @@ def train_step(model, optimizer, images, labels, **options):
     return _train_step(model, optimizer, images, labels, **options)
 
 
+def _train(settings: Mapping[str, Any], *, progress: bool = True) -> Path:
+    from .train_objective import train as _run
+
+    return _run(settings, progress=progress)
+
+
 def _model_params(model: CellposeSamModel) -> Mapping[str, Any]:
     return dict(model.params)
 
@@ -96,6 +103,8 @@ FAMILY = FamilySpec(
     param_grid=DEFAULT_GRID,
     model_params=_model_params,
     package=package,
+    train=_train,
+    train_presets=("cpsam-small-cpu", "cpsam-finetune"),
     architectures=("cpsam",),
 )
 

@@ -85,7 +85,7 @@ def package_cellsam(model: CellSAMModel, outdir: str | Path, *, sample_image: np
     name = name or model.metadata.name or "cellsam"
     final = outdir / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}.zip"
     if sample_image is None:
-        from ...packaging.export import synthetic_sample
+        from ...packaging.samples import synthetic_sample
 
         gray, _ = synthetic_sample(side=96)
         gray = np.asarray(gray, dtype=np.float32)

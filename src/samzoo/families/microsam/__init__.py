@@ -3,7 +3,8 @@
 This family reads plain SAM / MobileSAM checkpoints (``image_encoder.*``), micro-sam checkpoints
 (``model_state`` + ``decoder_state``) and samzoo's own (micro-sam's layout + ``samzoo_format``),
 segments automatically (AIS: decoder maps + seeded watershed; or SAM's AMG) and from point / box
-prompts, and trains with micro-sam's iterative prompt objective jointly with the AIS decoder.
+prompts, and trains with micro-sam's iterative prompt objective jointly with the AIS decoder
+(``training/``, run by the shared loop).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ def _recognises(state: Mapping[str, Any]) -> bool:
                for p in prefixes) and not any(k.startswith(("cellfinder.", "model_cp.")) for k in keys)
 
 
-def _load(path: Path, state: Mapping[str, Any], *, decoder_path: Path | None = None, **_: Any):
+def _load(path: Path, state: Mapping[str, Any], *, decoder_path: Path | None = None,
+          package_config: Mapping[str, Any] | None = None, architecture_kwargs: Mapping[str, Any] | None = None,
+          **_: Any):
+    if package_config is not None:  # a package samzoo wrote (files already checked by samzoo.packaging)
+        from .packaging.load import model_from_package
+
+        return model_from_package(state, package_config, architecture_kwargs, Path(path).name)
     from .checkpoint import load_from_state
 
     return load_from_state(path, state, decoder_path=decoder_path)
@@ -53,7 +60,7 @@ def _block_model(model, params=None, **options):
 
 
 def _package(model, outdir, **options):
-    from ...packaging.export import package_model
+    from .packaging import package_model
 
     return package_model(model, outdir, **options)
 
@@ -75,6 +82,24 @@ def _tune(model, images, labels, grid=None, **options):
     return tune(model, images, labels, grid, **options)
 
 
+def _train(settings: Mapping[str, Any], *, progress: bool = True):
+    from .training.trainer import train
+
+    return train(settings, progress=progress)
+
+
+def _train_presets() -> tuple[str, ...]:
+    from .training.config import _OLD_PRESET_NAMES, PRESETS
+
+    return (*PRESETS, *_OLD_PRESET_NAMES)
+
+
+def _prompt_predictor(model):
+    from .predictor import Predictor
+
+    return Predictor(model)
+
+
 def _model_params(model) -> Mapping[str, Any]:
     return dict(model.ais_params or {})
 
@@ -86,7 +111,7 @@ def _model_class():
 
 
 def _ais_grid():
-    from ...evaluation.grid_search import DEFAULT_AIS_GRID
+    from .grid_search import DEFAULT_AIS_GRID
 
     return DEFAULT_AIS_GRID
 
@@ -110,5 +135,8 @@ FAMILY = FamilySpec(
     set_params=_set_params,
     save=_save,
     tune=_tune,
+    train=_train,
+    train_presets=_train_presets(),
+    prompt_predictor=_prompt_predictor,
     architectures=REGISTRY_ARCHITECTURES,
 )

@@ -10,7 +10,8 @@ Contents (parameter names and module layout equal segment-anything's and torch-e
 ``{"sam.<segment-anything key>": ..., "ais_decoder.<micro-sam decoder_state key>": ...}`` weights
 file loads with a plain strict ``load_state_dict``):
 
-* SAM: ViT image encoder (windowed / global attention with decomposed relative positions, neck),
+* SAM: ViT image encoder (windowed / global attention with decomposed relative positions, neck)
+  or MobileSAM's TinyViT (``vit_t``, mobile_sam.pt's / micro-sam's key layout),
   prompt encoder, mask decoder with its two-way transformer.
 * torch-em's UNETR decoder without skip connections (μSAM's AIS decoder), with the
   full-resolution head run in row strips to bound memory.
@@ -53,14 +54,32 @@ AIS_DEFAULTS = {
 }
 
 
+# MobileSAM's vit_t encoder (TinyViT-5M); a config's ``tiny_vit`` entries override these
+TINY_VIT_DEFAULTS = {
+    "embed_dims": [64, 128, 160, 320],
+    "depths": [2, 2, 6, 2],
+    "num_heads": [2, 4, 5, 10],  # the first (convolutional) stage ignores its entry
+    "window_sizes": [7, 7, 14, 7],  # likewise
+    "mlp_ratio": 4.0,
+    "mbconv_expand_ratio": 4.0,
+    "local_conv_size": 3,
+    "num_classes": 1000,  # the unused ImageNet classifier the checkpoints carry
+    "in_chans": 3,
+}
+
+
 class Config:
     """The architecture fields of samzoo's ``ModelConfig`` (a dict in rdf.yaml); others are ignored."""
 
     def __init__(self, data: Mapping[str, Any]):
         d = dict(data)
         self.encoder = str(d.get("encoder", "vit"))
-        if self.encoder != "vit":
-            raise ValueError(f"this architecture file builds ViT image encoders, not {self.encoder!r}")
+        if self.encoder not in ("vit", "tiny_vit"):
+            raise ValueError(f"this architecture file builds 'vit' and 'tiny_vit' image encoders, not {self.encoder!r}")
+        unknown = sorted(set(d.get("tiny_vit") or {}) - set(TINY_VIT_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown tiny_vit setting(s) {unknown}")
+        self.tiny_vit = dict(TINY_VIT_DEFAULTS, **dict(d.get("tiny_vit") or {}))
         self.img_size = int(d.get("img_size", 1024))
         self.patch_size = int(d.get("patch_size", 16))
         self.embed_dim = int(d.get("embed_dim", 768))
@@ -249,6 +268,173 @@ class ImageEncoderViT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.neck(x.permute(0, 3, 1, 2))
+
+
+# ================================================================================================
+# MobileSAM's TinyViT image encoder (vit_t), with mobile_sam.pt's / micro-sam's vit_t key layout
+# ================================================================================================
+
+class TinyConvBN(nn.Sequential):
+    """Bias-free conv + BatchNorm (keys ``c``, ``bn``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1):
+        super().__init__()
+        self.add_module("c", nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(cout))
+
+
+class TinyMBConv(nn.Module):
+    """Inverted residual block of the convolutional first stage."""
+
+    def __init__(self, dim: int, expand: float):
+        super().__init__()
+        hidden = int(dim * expand)
+        self.conv1, self.act1 = TinyConvBN(dim, hidden), nn.GELU()
+        self.conv2, self.act2 = TinyConvBN(hidden, hidden, 3, groups=hidden), nn.GELU()
+        self.conv3, self.act3 = TinyConvBN(hidden, dim), nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act2(self.conv2(self.act1(self.conv1(x))))
+        return self.act3(self.conv3(y) + x)
+
+
+class TinyPatchMerging(nn.Module):
+    def __init__(self, dim: int, out_dim: int, stride: int):
+        super().__init__()
+        self.act = nn.GELU()
+        self.conv1 = TinyConvBN(dim, out_dim)
+        self.conv2 = TinyConvBN(out_dim, out_dim, 3, stride=stride, groups=out_dim)
+        self.conv3 = TinyConvBN(out_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
+
+
+def window_offsets(window: int) -> torch.Tensor:
+    """(window², window²) index of the offset (|dy|, |dx|) between two cells: |dy| * window + |dx|."""
+    rows = torch.arange(window).repeat_interleave(window)
+    cols = torch.arange(window).repeat(window)
+    return (rows[:, None] - rows[None, :]).abs() * window + (cols[:, None] - cols[None, :]).abs()
+
+
+class TinyAttention(nn.Module):
+    """Pre-norm attention within a window with a learned bias per head and offset; ``qkv`` is packed
+    per head (TinyViT's layout). The offset index is derived, not stored (as in MobileSAM)."""
+
+    def __init__(self, dim: int, heads: int, window: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attention_biases = nn.Parameter(torch.zeros(heads, window * window))
+        self.register_buffer("attention_bias_idxs", window_offsets(window), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, _ = x.shape
+        qkv = self.qkv(self.norm(x)).view(n, t, self.heads, 3 * self.head_dim).transpose(1, 2)
+        q, k, v = qkv.split(self.head_dim, dim=-1)
+        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(n, t, -1))
+
+
+class TinyMlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1, self.fc2, self.act = nn.Linear(dim, hidden), nn.Linear(hidden, dim), nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+class TinyViTBlock(nn.Module):
+    """(B, H, W, C): windowed attention (zero padding at bottom/right takes part as keys), residual;
+    depthwise ``local_conv``; MLP, residual."""
+
+    def __init__(self, dim: int, heads: int, window: int, mlp_ratio: float, local_conv: int):
+        super().__init__()
+        self.window = window
+        self.attn = TinyAttention(dim, heads, window)
+        self.mlp = TinyMlp(dim, int(dim * mlp_ratio))
+        self.local_conv = TinyConvBN(dim, dim, local_conv, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        ws = self.window
+        ph, pw = -h % ws, -w % ws
+        y = F.pad(x, (0, 0, 0, pw, 0, ph)) if ph or pw else x
+        nh, nw = (h + ph) // ws, (w + pw) // ws
+        y = y.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+        y = self.attn(y).view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, nh * ws, nw * ws, c)
+        x = x + (y[:, :h, :w] if ph or pw else y)
+        x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x + self.mlp(x)
+
+
+class TinyStage(nn.Module):
+    """One stage (``blocks`` + optional ``downsample``), NCHW in and out; stage 0 is convolutional."""
+
+    def __init__(self, blocks: List[nn.Module], downsample: Optional[nn.Module], channels_last: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.permute(0, 2, 3, 1)
+        for block in self.blocks:
+            x = block(x)
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class TinyPatchEmbed(nn.Module):
+    def __init__(self, cin: int, dim: int):
+        super().__init__()
+        self.seq = nn.Sequential(TinyConvBN(cin, dim // 2, 3, 2), nn.GELU(), TinyConvBN(dim // 2, dim, 3, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class ImageEncoderTinyViT(nn.Module):
+    """TinyViT with SAM's neck: (B, 3, S, S) -> (B, prompt_embed_dim, S / 16, S / 16) for 4 stages
+    (stem stride 4, every merge but the one into the last stage halves the size)."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        t = cfg.tiny_vit
+        dims, depths = [int(v) for v in t["embed_dims"]], [int(v) for v in t["depths"]]
+        heads, windows = [int(v) for v in t["num_heads"]], [int(v) for v in t["window_sizes"]]
+        self.img_size = cfg.img_size
+        self.patch_embed = TinyPatchEmbed(int(t["in_chans"]), dims[0])
+        last = len(dims) - 1
+        self.layers = nn.ModuleList()
+        for i, dim in enumerate(dims):
+            down = TinyPatchMerging(dim, dims[i + 1], 1 if i + 1 == last else 2) if i < last else None
+            if i == 0:
+                blocks = [TinyMBConv(dim, float(t["mbconv_expand_ratio"])) for _ in range(depths[i])]
+            else:
+                blocks = [TinyViTBlock(dim, heads[i], windows[i], float(t["mlp_ratio"]), int(t["local_conv_size"]))
+                          for _ in range(depths[i])]
+            self.layers.append(TinyStage(blocks, down, channels_last=i > 0))
+        classes = int(t["num_classes"])
+        self.norm_head = nn.LayerNorm(dims[-1])  # the unused classifier, kept for the key layout
+        self.head = nn.Linear(dims[-1], classes) if classes > 0 else nn.Identity()
+        out = cfg.prompt_embed_dim
+        self.neck = nn.Sequential(
+            nn.Conv2d(dims[-1], out, kernel_size=1, bias=False), LayerNorm2d(out),
+            nn.Conv2d(out, out, kernel_size=3, padding=1, bias=False), LayerNorm2d(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.neck(x)
 
 
 # ================================================================================================
@@ -461,7 +647,7 @@ class MaskDecoder(nn.Module):
 class Sam(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
-        self.image_encoder = ImageEncoderViT(cfg)
+        self.image_encoder = ImageEncoderTinyViT(cfg) if cfg.encoder == "tiny_vit" else ImageEncoderViT(cfg)
         self.prompt_encoder = PromptEncoder(cfg.prompt_embed_dim, cfg.grid, cfg.img_size)
         self.mask_decoder = MaskDecoder(cfg)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), False)

@@ -14,7 +14,7 @@ from .model import SamzooModel
 
 def tune(model: SamzooModel, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
          grid: Mapping[str, Sequence[Any]] | None = None, *, progress: bool = True, amg: bool = False) -> list:
-    from ...evaluation.grid_search import DEFAULT_AIS_GRID, ais_grid_search, amg_grid_search, store_result
+    from .grid_search import DEFAULT_AIS_GRID, ais_grid_search, amg_grid_search, store_result
 
     grid = dict(grid or {})
     ais_grid = {k: v for k, v in grid.items() if k in DEFAULT_AIS_GRID}

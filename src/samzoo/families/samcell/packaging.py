@@ -81,7 +81,7 @@ def _sample_gray(sample_image: Any) -> np.ndarray:
     from .preprocess import to_gray_uint8
 
     if sample_image is None:
-        from ...packaging.export import synthetic_sample
+        from ...packaging.samples import synthetic_sample
 
         sample_image, _ = synthetic_sample(NETWORK_BLOCK, seed=0)
     elif isinstance(sample_image, (str, Path)):
@@ -106,7 +106,7 @@ def package_samcell(model: SamcellModel, outdir: str | Path, *, kinds: Sequence[
 
     if options:
         raise InputError(f"SAMCell packaging takes no option(s) {', '.join(sorted(options))}")
-    if formats is not None and tuple(formats) != ("pytorch_state_dict",):
+    if formats is not None and "pytorch_state_dict" not in formats:  # other formats: not made (numpy inside)
         raise InputError(f"SAMCell packages have pytorch_state_dict weights only (CLAHE and the watershed run "
                          f"in numpy inside the model), not {', '.join(f for f in formats if f != 'pytorch_state_dict')}")
     kinds = tuple(KINDS if kinds is None else kinds)
@@ -169,7 +169,7 @@ def _describe(kind: str, model: SamcellModel, module, gray: np.ndarray, folder: 
               weights: Path, name: str, card: dict[str, Any]):
     from bioimageio.spec.model import v0_5 as spec
 
-    from ...packaging.export import ENVIRONMENT  # the μSAM file's needs (torch, numpy, scipy, pins)
+    from ..microsam.packaging.export import ENVIRONMENT  # the μSAM file's needs (torch, numpy, scipy, pins)
     from ...packaging.metadata import bioimageio_cite
 
     config = model.config.to_dict()

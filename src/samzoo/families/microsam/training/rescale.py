@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..families.microsam.model import SamzooModel
+from ....errors import InputError
+from ..model import SamzooModel
 
 
 def _extend_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
@@ -56,7 +56,7 @@ def halve_patch_size(model: SamzooModel) -> SamzooModel:
         out[key] = value
     new.sam.load_state_dict(out)
     if model.ais_decoder is not None:
-        from ..families.microsam.ais_decoder import decoder_state
+        from ..ais_decoder import decoder_state
 
         new.ais_decoder.load_state_dict(decoder_state(model.ais_decoder), strict=False)
     meta = dict(new.metadata)
@@ -66,12 +66,12 @@ def halve_patch_size(model: SamzooModel) -> SamzooModel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m samzoo.training.rescale IN.pt OUT.pt``: write the halved-patch model."""
+    """``python -m samzoo.families.microsam.training.rescale IN.pt OUT.pt``: write the halved-patch model."""
     import argparse
 
-    from ..families.microsam.checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import load_checkpoint, save_checkpoint
 
-    ap = argparse.ArgumentParser(prog="python -m samzoo.training.rescale")
+    ap = argparse.ArgumentParser(prog="python -m samzoo.families.microsam.training.rescale")
     ap.add_argument("checkpoint")
     ap.add_argument("output")
     args = ap.parse_args(argv)

@@ -1,6 +1,6 @@
 """Turn a finished training run into the shipped default model ``samzoo-lm-tiny``.
 
-``python -m samzoo.training.build_default --run runs/default`` (after ``samzoo train
+``python -m samzoo.families.microsam.training.build_default --run runs/default`` (after ``samzoo train
 src/samzoo/training/recipes/samzoo-lm-tiny.yaml``):
 
 1. pick the run's best or latest checkpoint (higher AIS mSA on the synthetic tuning set);
@@ -56,14 +56,14 @@ def _log(*args) -> None:
 
 def outputs_of(model, pairs) -> list[np.ndarray]:
     """AIS decoder outputs (3, H, W) per image, exactly as ``segment`` computes them."""
-    from ..evaluation.grid_search import decoder_outputs
+    from ..grid_search import decoder_outputs
 
     return [decoder_outputs(model, img) for img, _ in pairs]
 
 
 def msa_from_outputs(outputs, pairs, params: dict[str, Any]) -> list[float]:
-    from ..evaluation.metrics import mean_segmentation_accuracy
-    from ..families.microsam.ais import AisParams, watershed_from_prediction
+    from ....evaluation.metrics import mean_segmentation_accuracy
+    from ..ais import AisParams, watershed_from_prediction
 
     p = AisParams.from_dict(dict(params))
     return [mean_segmentation_accuracy(gt, watershed_from_prediction(o, p))[0] for o, (_, gt) in zip(outputs, pairs)]
@@ -71,7 +71,7 @@ def msa_from_outputs(outputs, pairs, params: dict[str, Any]) -> list[float]:
 
 def measure(model, sets: dict[str, list], baselines: dict[str, list[float]], *, dice: bool = True
             ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
-    from .assess import box_dice
+    from ....training.assess import box_dice
 
     metrics: dict[str, Any] = {}
     outputs: dict[str, list[np.ndarray]] = {}
@@ -91,14 +91,14 @@ def measure(model, sets: dict[str, list], baselines: dict[str, list[float]], *, 
 
 def main(argv: list[str] | None = None) -> int:
     import samzoo  # noqa: F401
-    from ..evaluation.grid_search import ais_grid_search_on_outputs
-    from ..evaluation.real_data import STARDIST_VERSION, fetch_stardist_nuclei
-    from ..families.microsam.checkpoint import load_checkpoint, save_checkpoint
-    from .assess import FLUORESCENCE_NUCLEI, baseline_msa, synthetic_pairs
+    from ..grid_search import ais_grid_search_on_outputs
+    from ....evaluation.real_data import STARDIST_VERSION, fetch_stardist_nuclei
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ....training.assess import FLUORESCENCE_NUCLEI, baseline_msa, synthetic_pairs
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default="runs/default")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "samzoo-lm-tiny.pt"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[3] / "data" / "samzoo-lm-tiny.pt"))
     ap.add_argument("--real-cache", default="runs/real")
     ap.add_argument("--checkpoint", help="use this checkpoint instead of choosing best/latest")
     ap.add_argument("--n-tune", type=int, default=N_TUNE)
@@ -159,11 +159,11 @@ def main(argv: list[str] | None = None) -> int:
             **training,
             "checkpoint": Path(chosen).name,
             "recipe": ["src/samzoo/training/recipes/samzoo-lm-tiny.yaml (16 px patches, from scratch)",
-                       "python -m samzoo.training.rescale (16 -> 8 px patches)",
+                       "python -m samzoo.families.microsam.training.rescale (16 -> 8 px patches)",
                        "src/samzoo/training/recipes/samzoo-lm-tiny-patch8.yaml (finetune)"],
             "data": "on-the-fly synthetic images (samzoo.training.synthetic), no real data",
             "synthetic_module_sha256_at_build": hashlib.sha256(
-                (Path(__file__).parent / "synthetic.py").read_bytes()).hexdigest(),
+                (Path(__file__).resolve().parents[3] / "training" / "synthetic.py").read_bytes()).hexdigest(),
             "hardware": "shared 2-core CPU, torch.set_num_threads(2), no GPU",
         },
         "ais_params": model.ais_params,
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 def sample_seed(start: int = SAMPLE_SEED, tries: int = 50) -> int:
     """The first seed from ``start`` whose image makes a readable demo: 40-150 nuclei with a
     median radius of at least 8 px (seeds >= 4242 are not used by training or tuning)."""
-    from .assess import synthetic_pairs
+    from ....training.assess import synthetic_pairs
 
     for seed in range(start, start + tries):
         _, labels = synthetic_pairs(1, seed)[0]
@@ -231,7 +231,7 @@ def sample_seed(start: int = SAMPLE_SEED, tries: int = 50) -> int:
 def write_sample(path: Path, seed: int = SAMPLE_SEED) -> Path:
     import tifffile
 
-    from .assess import synthetic_pairs
+    from ....training.assess import synthetic_pairs
 
     image, _ = synthetic_pairs(1, seed)[0]
     tifffile.imwrite(path, image, compression="zlib")

@@ -4,7 +4,7 @@ Package kinds (``package_model`` returns ``{kind: zip path}``):
 
 ``ais``
     image -> instance labels. The seeded watershed runs *inside* the model's ``forward``
-    (:class:`~samzoo.packaging.architectures.AisInstanceSegmentation`): bioimageio.core 0.11 applies
+    (:class:`~samzoo.families.microsam.bioimageio_architecture.AisInstanceSegmentation`): bioimageio.core 0.11 applies
     a ``custom`` post-processing op to one output tensor at a time and requires it to keep that
     tensor's shape (``CustomProcessing.get_output_shape`` returns the input shape, which blockwise
     prediction and the output-shape checks rely on), while the watershed must read three decoder
@@ -54,14 +54,15 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError, SamzooError
-from ..io import read_image
-from ..families.microsam.ais_decoder import AIS_CHANNELS, decode_embedding
-from ..families.microsam.model import SamzooModel
-from . import metadata as md
-from ..families.microsam import bioimageio_architecture as arch
-from .card_files import stage_card_files
-from .architectures import (
+from ....errors import InputError, SamzooError
+from ....io import read_image
+from ..ais_decoder import AIS_CHANNELS, decode_embedding
+from ..model import SamzooModel
+from ....packaging import metadata as md
+from .. import bioimageio_architecture as arch
+from ....packaging.card_files import stage_card_files
+from ....packaging.samples import synthetic_sample
+from .weights import (
     normalized_input,
     packaged_state,
     prompt_masks,
@@ -147,25 +148,6 @@ def _check_outdir(outdir: str | os.PathLike) -> Path:
     return outdir
 
 
-def synthetic_sample(side: int = SAMPLE_SIDE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A nuclei-like uint16 image with its instance labels (deterministic; no download)."""
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:side, :side]
-    labels = np.zeros((side, side), np.uint32)
-    n = 0
-    for _ in range(max(4, side // 16)):
-        r = rng.uniform(side / 32, side / 14)
-        cy, cx = rng.uniform(r, side - r, size=2)
-        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        if labels[disk].any():
-            continue
-        n += 1
-        labels[disk] = n
-    signal = ndimage.gaussian_filter((labels > 0).astype(np.float32), 1.5)
-    image = 200 + 3000 * signal + rng.normal(0, 40, signal.shape)
-    return np.clip(image, 0, 65535).astype(np.uint16), labels
 
 
 def _default_sample(side: int = SAMPLE_SIDE) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -175,12 +157,12 @@ def _default_sample(side: int = SAMPLE_SIDE) -> tuple[np.ndarray, np.ndarray | N
     if shipped.is_file():
         return read_image(shipped), None, "samzoo's shipped sample image sample_nuclei.tif"
     image, labels = synthetic_sample(side)
-    return image, labels, "a synthetic nuclei image (samzoo.packaging.export.synthetic_sample)"
+    return image, labels, "a synthetic nuclei image (samzoo.packaging.samples.synthetic_sample)"
 
 
 def _as_chw(image: np.ndarray) -> np.ndarray:
     """A 2D sample as (C, H, W) with C = 1 (grayscale) or 3 (RGB)."""
-    from ..segmentation.preprocess import MIN_SIDE
+    from ....segmentation.preprocess import MIN_SIDE
 
     image = np.asarray(image)
     if image.dtype.kind not in "biuf":
@@ -217,12 +199,7 @@ def _prepare_sample(sample_image, img_size: int | None = None) -> tuple[np.ndarr
 def _resolve_card(card, model_meta: Mapping[str, Any] | None, fallback_name: str) -> dict[str, Any]:
     if card is None:
         return md.validate_card(md.default_card(model_meta or {}, fallback_name), "default card", schema=False)
-    if isinstance(card, (str, os.PathLike)):
-        raw, checked = md.read_card(card)
-        if checked is not None:
-            return md.validate_card(checked, f"model card {card}", schema=False)
-        return md.validate_card(raw, f"model card {card}")
-    return md.validate_card(card)
+    return md.checked_card(card)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +293,7 @@ def _own_overlay(rgb: np.ndarray, labels: np.ndarray, points=None, boxes=None) -
 
 def _overlay(rgb: np.ndarray, labels: np.ndarray, points=None, boxes=None) -> np.ndarray:
     try:
-        from ..visualize import overlay  # type: ignore[attr-defined]
+        from ....visualize import overlay  # type: ignore[attr-defined]
 
         # visualize takes (x, y) like SAM; its boxes have inclusive corners
         xyxy = None if boxes is None else np.asarray(boxes, np.float64) - [0, 0, 1, 1]
@@ -429,6 +406,24 @@ def _documentation(kind: str, card: Mapping[str, Any], model: SamzooModel, ais_p
             weights.append(f"* `torchscript`: `{TORCHSCRIPT_NAME}`, the same block network traced; no watershed.")
         if "onnx" in formats:
             weights.append(f"* `onnx`: `{ONNX_NAME}`, the same block network, opset 17 (onnxruntime >= 1.14).")
+    elif kind == "interactive" and "onnx" in formats:
+        from .network_export import DECODER_ONNX_NAME, ENCODER_ONNX_NAME
+
+        s = cfg.img_size
+        weights += [
+            "* ONNX (opset 17, onnxruntime >= 1.14), attached beside the weights and described in rdf.yaml under "
+            "`config.samzoo.onnx` (the package's declared tensors take a raw image of any size and optional "
+            "prompts, which needs Python control flow, so these two are not its `onnx` weights):",
+            f"  * `{ENCODER_ONNX_NAME}`: `image` (1, 3, h, w) -> `image_embeddings`. Give it the image normalised "
+            f"to 0..255 like the model does (`normalize_to_255` in `{ARCH_FILE}`) and resized (bilinear, "
+            f"antialiased) so that its long side is {s} px; h and w are dynamic.",
+            f"  * `{DECODER_ONNX_NAME}`: segment-anything's ONNX decoder conventions: `image_embeddings`, "
+            "`point_coords` (objects, points, 2) in original pixels, `point_labels` (1 fg, 0 bg, 2/3 box corners, "
+            "-1 padding; add a (0, 0) padding point when there is no box), `mask_input` + `has_mask_input`, "
+            "`orig_im_size` (H, W) -> `masks` (objects, 1, H, W) logits (> 0 = object), `iou_predictions`, "
+            "`low_res_masks`. Objects, points and the image size are dynamic.",
+            "  They equal the PyTorch model to float rounding (samzoo's tests: identical masks, embeddings and "
+            "IoU scores within 1e-3 absolute)."]
     elif len(formats) > 1:
         weights.append("* no TorchScript / ONNX here: " + (
             "the watershed is not expressible in them; the `ais_network` package carries the network." if kind == "ais"
@@ -507,13 +502,16 @@ class _Build:
         self.attachments: list[Path] = []  # the model card and its cover (samzoo.packaging.card_files)
 
     def common(self, kind: str, spec, cover: Path, tolerances: list[dict], suffix: str, inputs, outputs, weights,
-               extra_tags: Sequence[str]) -> Any:
+               extra_tags: Sequence[str], extra_files: Mapping[str, Any] | None = None) -> Any:
+        """``extra_files``: ``{name: {"source": path, ...}}`` network files beside the weights (the
+        interactive model's ONNX encoder / decoder), attached and described in ``config.samzoo``."""
         doc_dir = self.work / kind
         doc_dir.mkdir(exist_ok=True)
         doc = doc_dir / "README.md"
         doc.write_text(_documentation(kind, self.card, self.model, self.ais_params, self.formats,
                                       self.sample_what, tolerances), encoding="utf-8")
         samzoo_cfg = {
+            "family": "microsam",
             "package_kind": kind,
             "model_config": self.model.config.to_dict(),
             "ais_params": dict(self.ais_params),
@@ -521,6 +519,9 @@ class _Build:
             "card": json.loads(json.dumps(self.card, default=str)),
             "samzoo_version": _samzoo_version(),
         }
+        extra = {name: dict(entry) for name, entry in (extra_files or {}).items()}
+        if extra:
+            samzoo_cfg["onnx"] = {name: {**entry, "source": Path(entry["source"]).name} for name, entry in extra.items()}
         tags = list(dict.fromkeys([*map(str, self.card["tags"]), *extra_tags]))
         return spec.ModelDescr(
             name=_rdf_name(str(self.card["name"]), suffix),
@@ -535,7 +536,8 @@ class _Build:
             inputs=inputs,
             outputs=outputs,
             weights=weights,
-            attachments=[spec.FileDescr(source=p) for p in self.attachments],
+            attachments=[spec.FileDescr(source=p) for p in
+                         [*self.attachments, *(Path(e["source"]) for e in extra.values())]],
             parent=md.linked_parent(spec, self.model.metadata),
             config=spec.Config(
                 bioimageio=spec.BioimageioConfig(reproducibility_tolerance=_tolerances(spec, tolerances)),
@@ -567,7 +569,7 @@ class _Build:
 
 
 def _samzoo_version() -> str:
-    from .. import __version__
+    from .... import __version__
 
     return str(__version__)
 
@@ -580,17 +582,6 @@ def _save(arr: np.ndarray, path: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
-
-def _family_packages(model: Any, outdir: Path, **options: Any) -> dict[str, Path]:
-    """The packages of a model of another family (its ``FamilySpec.package``), given only the
-    options the caller set."""
-    from ..families import family_of
-
-    family = family_of(model)
-    if family.package is None:
-        raise InputError(f"{family.title} models cannot be packaged yet")
-    return dict(family.package(model, outdir, **{k: v for k, v in options.items() if v is not None}))
-
 
 def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | os.PathLike, card=None,
                   formats: Sequence[str] = FORMATS, sample_image=None,
@@ -605,6 +596,10 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
     (default: every kind the model and formats support).
     """
     formats = _check_formats(formats)
+    if kinds is not None:
+        bad = [k for k in kinds if k not in KINDS]
+        if bad:
+            raise InputError(f"unknown package kind(s) {bad}; known: {', '.join(KINDS)}")
     outdir = _check_outdir(outdir)
     card_source = card  # a given card travels inside every package (samzoo_card.yaml)
     if card is not None:  # a bad card fails before the model is even loaded
@@ -613,16 +608,9 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
         image_chw, given_labels, sample_what = _prepare_sample(sample_image)
 
     if not isinstance(model, SamzooModel):
-        from ..api import load_model
+        from ....api import load_model
 
-        model = model if isinstance(model, torch.nn.Module) else load_model(model)
-        if not isinstance(model, SamzooModel):  # another family writes its own packages
-            return _family_packages(model, outdir, card=card_source, sample_image=sample_image, kinds=kinds,
-                                    formats=None if tuple(formats) == tuple(FORMATS) else formats)
-    if kinds is not None:
-        bad = [k for k in kinds if k not in KINDS]
-        if bad:
-            raise InputError(f"unknown package kind(s) {bad}; known: {', '.join(KINDS)}")
+        model = load_model(model)
     model = model.eval()
     _release_memory()  # the checkpoint's state dict is gone; return its pages before the big passes
     if sample_image is None:
@@ -641,7 +629,7 @@ def package_model(model: SamzooModel | str | os.PathLike | None, outdir: str | o
     if not wanted:
         raise InputError("nothing to package")
 
-    from ..families.microsam.ais import AisParams
+    from ..ais import AisParams
 
     try:
         ais_params = AisParams.from_dict(dict(model.ais_params)).to_dict()
@@ -675,7 +663,7 @@ def _release_memory() -> None:
 
 
 def _phase(name: str, start: float) -> None:
-    """Debug log of time and peak RSS per phase (``logging.getLogger('samzoo.packaging.export')``)."""
+    """Debug log of time and peak RSS per phase (``logging.getLogger('samzoo.families.microsam.packaging.export')``)."""
     if log.isEnabledFor(logging.DEBUG):
         import resource
 
@@ -687,7 +675,7 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
                attachments=()):
     import bioimageio.spec.model.v0_5 as spec
 
-    from ..families.microsam.ais import AisParams, watershed_from_prediction
+    from ..ais import AisParams, watershed_from_prediction
 
     b = _Build(model, card, formats, work, ais_params, sample_what)
     b.attachments = list(attachments)
@@ -714,12 +702,12 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
 
         labels = None
         if maps is not None:
-            from ..families.microsam.predictor import resolve_tiling
+            from ..predictor import resolve_tiling
 
             if resolve_tiling(original, cfg.img_size)[0] is None:
                 labels = watershed_from_prediction(maps[0].cpu().numpy(), AisParams.from_dict(ais_params))
             else:  # samzoo.segment tiles an image this large: its labels need the tiled run
-                from ..segmentation.api import segment
+                from ....segmentation.api import segment
 
                 labels = segment(np.moveaxis(test_image[0], 0, -1), model, mode="ais",
                                  ais_params=AisParams.from_dict(ais_params), progress=False, is_volume=False)
@@ -849,13 +837,21 @@ def _build_all(model, card, formats, work, ais_params, sample_what, image_chw, g
         tol = [dict(output_ids=["masks"], **LABEL_TOLERANCE),
                _fit_abs(dict(output_ids=["scores"], **SCORE_TOLERANCE), scores.numpy()),
                _fit_abs(dict(output_ids=["image_embeddings"], **EMBEDDING_TOLERANCE), embedding.cpu().numpy())]
+        onnx_files = None
+        if "onnx" in b.formats:
+            from . import network_export
+
+            onnx_files = network_export.interactive_onnx_files(model, work)
+            _phase("interactive ONNX (encoder, prompt decoder)", start)
         descrs["interactive"] = b.common(
             "interactive", spec, cover, tol, "interactive",
             inputs=inputs, outputs=outputs,
             weights=spec.WeightsDescr(pytorch_state_dict=b.state_dict_weights(
                 spec, "InteractiveSegmentation",
                 {"config": config_kwargs, "with_ais_decoder": model.has_ais_decoder})),
-            extra_tags=["interactive-segmentation", "segment-anything", "micro-sam"],
+            extra_tags=["interactive-segmentation", "segment-anything", "micro-sam",
+                        *(["onnx"] if "onnx" in b.formats else [])],
+            extra_files=onnx_files,
         )
     _phase("descriptions built", start)
     return descrs
@@ -955,7 +951,8 @@ def _write_zips(descrs: Mapping[str, Any], finals: Mapping[str, Path], outdir: P
 
     from bioimageio.spec import ValidationContext, save_bioimageio_package
 
-    from ..io import atomic_path
+    from ....io import atomic_path
+    from ....packaging.portable_rdf import make_portable
 
     with contextlib.ExitStack() as pending:
         for kind, descr in descrs.items():
@@ -964,4 +961,5 @@ def _write_zips(descrs: Mapping[str, Any], finals: Mapping[str, Path], outdir: P
             # reload of the written zip then checks the structure without hashing every file again
             with ValidationContext(perform_io_checks=False, log_warnings=False):
                 save_bioimageio_package(descr, output_path=tmp, compression=ZIP_STORED)
+            make_portable(tmp)  # format 0.5.10: bioimage.io's runtime (spec 0.5.10) and spec 0.5.12 accept it
     return {kind: finals[kind] for kind in descrs}

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ....errors import InputError
 
 
 class LoRALinear(nn.Module):

@@ -1,6 +1,6 @@
 """Turn a finished real-data training run into a shipped model file (float16 storage).
 
-    python -m samzoo.training.build_real RUN_CHECKPOINT OUT.pt --name samzoo-em-tiny \
+    python -m samzoo.families.microsam.training.build_real RUN_CHECKPOINT OUT.pt --name samzoo-em-tiny \
         --object-diameter 24.5 --description "..." [--metrics results.json]
 
 Records in the model's metadata: name, description, the median training-object diameter (what
@@ -16,8 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import InputError
-from ..families.microsam.checkpoint import load_checkpoint, save_checkpoint
+from ....errors import InputError
+from ..checkpoint import load_checkpoint, save_checkpoint
 
 
 def build(checkpoint: str | Path, out: str | Path, *, name: str, description: str, object_diameter: float,
