@@ -95,7 +95,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=1, default=str))
         return 0
-    keys = ["id", "kind", "aliases", "family", "architecture", "modality", "description", "citation", "model_card",
+    keys = ["id", "kind", "aliases", "family", "problem", "architecture", "modality", "description", "citation", "model_card",
             "licence", "registry", "location", "cache_folder"]
     for key in keys:
         if key in info and info[key] not in (None, "", [], {}):

@@ -226,6 +226,8 @@ def model_info(model_id: str | os.PathLike, *, registry: Any = None, offline: bo
         card = res.entry.model_card_path()
         info["model_card_path"] = str(card) if card is not None else None
     info["kind"] = res.kind
+    if res.kind == "local" and len(res.files) == 1:
+        info.update(_local_family(Path(res.location), res.files[0].role))
     info["cache_folder"] = str(cache_dir() / res.cache_key) if res.cache_key else None
     try:
         local = _fetch_resolved(res, reg, offline=True, progress=False, refresh=False)
@@ -233,6 +235,31 @@ def model_info(model_id: str | os.PathLike, *, registry: Any = None, offline: bo
     except SamzooError:
         info["local"] = None
     return info
+
+
+def _local_family(path: Path, role: str) -> dict[str, Any]:
+    """``{"family": name}`` of a local checkpoint (recognised from its state dict, as
+    ``load_model`` does) or package (its rdf's ``config.samzoo.family``); ``{"problem": why}``
+    when the file says nothing samzoo can read."""
+    import zipfile
+
+    import yaml
+
+    from ..families import detect_family
+
+    try:
+        if role == "package":
+            with zipfile.ZipFile(path) as zf:
+                rdf = yaml.safe_load(zf.read("rdf.yaml"))
+            family = ((rdf.get("config") or {}).get("samzoo") or {}).get("family")
+            return {"family": family} if family else {}
+        from ..state_files import read_state
+
+        return {"family": detect_family(read_state(path), path.name).name}
+    except SamzooError as err:
+        return {"problem": str(err)}
+    except (OSError, KeyError, zipfile.BadZipFile, yaml.YAMLError) as err:
+        return {"problem": f"{path.name}: not a readable package ({err})"}
 
 
 # --------------------------------------------------------------------------------------------
