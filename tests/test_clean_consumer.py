@@ -299,3 +299,54 @@ def test_ais_network_blockwise_agrees_with_ais(packaged):
     assert min(scores.values()) >= AGREEMENT, scores
     if len(images) < 4:
         pytest.skip(f"real data not found: agreement measured on the sample only ({scores})")
+
+
+# ---- SAMCell: instance and network packages of a small random-weight model ---------------------
+
+@pytest.fixture(scope="module")
+def samcell_packaged(tmp_path_factory):
+    from samzoo.families.samcell.packaging import package_samcell
+    from test_samcell_packaging import random_samcell
+
+    model = random_samcell()
+    return model, package_samcell(model, tmp_path_factory.mktemp("samcell"))
+
+
+def test_samcell_packages_run_in_clean_consumer(samcell_packaged, tmp_path):
+    """Both SAMCell kinds pass `bioimageio test` in a venv with torch, bioimageio.core and exactly
+    what they declare; the instance package gives samzoo's labels on two new images (8 and 16 bit)
+    there, and the network package runs blockwise."""
+    from samzoo.families.samcell.segment import distance_map, segment_image
+    from test_samcell_packaging import textured
+
+    model, packages = samcell_packaged
+    assert set(packages) == {"instance", "network"}
+    requirements = declared_requirements(packages["instance"])
+    assert requirements == declared_requirements(packages["network"]) and not any("samzoo" in r for r in requirements)
+    python, info = consumer_env(requirements)
+    env = dict(os.environ, BIOIMAGEIO_CACHE_PATH=str(tmp_path / "bioimageio-cache"), BIOIMAGEIO_LOG_WARNINGS="false")
+    table = {}
+    for kind, path in packages.items():
+        start = time.perf_counter()
+        proc = _run([python.parent / "bioimageio", "test", path], env=env, timeout=900, cwd=tmp_path)
+        assert proc.returncode == 0, f"{kind}: {proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+        table[kind] = {"bioimageio_test_s": round(time.perf_counter() - start, 1),
+                       "size_mb": round(path.stat().st_size / 1e6, 2)}
+
+    images = {"eight_bit": textured((300, 400), 21),
+              "sixteen_bit": (textured((280, 330), 22).astype(np.uint16) * 250 + 1000).astype(np.uint16)}
+    np.savez(tmp_path / "images.npz", **images)
+    out = tmp_path / "consumer-out"
+    proc = _run([python, HERE / "clean_consumer_samcell_run.py", packages["instance"], packages["network"],
+                 tmp_path / "images.npz", out], env=env, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    for name, image in images.items():
+        expected = segment_image(image, model, progress=False)
+        assert expected.max() > 10
+        np.testing.assert_array_equal(np.load(out / f"instance_{name}.npy"), expected)
+    blockwise = np.load(out / "network_map.npy")
+    blended = distance_map(images["eight_bit"], model)
+    assert blockwise.shape == blended.shape and np.isfinite(blockwise).all()
+    table["network_blockwise_vs_blended_correlation"] = round(float(np.corrcoef(blockwise.ravel(), blended.ravel())[0, 1]), 3)
+    assert table["network_blockwise_vs_blended_correlation"] > 0.5, table
+    print(f"\nsamcell: {json.dumps({'packages': table, 'consumer_env': info})}")

@@ -239,3 +239,57 @@ def test_builtin_registry_file_is_valid_yaml_in_the_package():
     assert path.name == "registry.yaml" and path.parent.name == "registry"
     assert len(read_registry_file(path)) >= 11
     assert Path(path).read_text(encoding="utf-8").startswith("#")
+
+
+def test_cli_info_shows_the_family_of_local_files(tiny_checkpoint, tmp_path, capsys):
+    """`samzoo info PATH` recognises the family of a local checkpoint of every family (from the
+    state dict, as load_model does) and of a package; an unreadable file is named, not a crash."""
+    import torch
+
+    from samzoo.families.cellpose_sam import build, save_checkpoint
+    from samzoo.families.cellsam import build_cellsam, save_cellsam
+    from samzoo.families.cellsam.config import TINY
+    from samzoo.families.microsam.config import PRESETS
+    from samzoo.families.samcell.checkpoint import hf_state_dict, save_checkpoint as save_samcell
+    from samzoo.families.samcell.model import SamcellModel
+
+    samcell = SamcellModel(PRESETS["test"].replace(ais_decoder=False))
+    files = {
+        "microsam": tiny_checkpoint,
+        "samcell": save_samcell(samcell, tmp_path / "samcell.pt"),
+        "cellpose_sam": save_checkpoint(build("cpsam_test"), tmp_path / "cpsam.pt"),
+        "cellsam": save_cellsam(build_cellsam(TINY, seed=0), tmp_path / "cellsam.pt"),
+    }
+    torch.save(hf_state_dict(samcell), tmp_path / "released-layout.pt")  # the authors' transformers keys
+    files["samcell (released layout)"] = tmp_path / "released-layout.pt"
+    for family, path in files.items():
+        assert _cli(["info", str(path), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["kind"] == "local" and info["family"] == family.split(" ")[0], (family, info)
+        assert _cli(["info", str(path)]) == 0
+        assert f"family:       {family.split(' ')[0]}" in capsys.readouterr().out
+    (tmp_path / "notes.pt").write_bytes(b"not a checkpoint")
+    assert _cli(["info", str(tmp_path / "notes.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "problem:" in out and "notes.pt" in out and "family:" not in out
+
+
+def test_family_architectures_come_from_the_family_registry(tmp_path, monkeypatch):
+    """FAMILY_ARCHITECTURES asks each FamilySpec: a family registered in families/__init__ only
+    (here a stand-in module) is accepted with its own architectures, without editing the registry."""
+    import dataclasses
+    import sys
+    import types
+
+    from samzoo import families
+
+    assert dict(FAMILY_ARCHITECTURES) == {"microsam": ARCHITECTURES, "cellpose_sam": ("cpsam",),
+                                          "cellsam": ("cellsam",), "samcell": ("vit_b",)}
+    module = types.ModuleType("samzoo_test_new_family")
+    module.FAMILY = dataclasses.replace(families.get_family("samcell"), name="newfam", architectures=("new_arch",))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(families.FAMILY_MODULES, "newfam", module.__name__)
+    reg = load_registry(write_registry(tmp_path / "ok.yaml", [_entry(family="newfam", architecture="new_arch")]))
+    assert reg.get("my_model").family == "newfam"
+    with pytest.raises(RegistryError, match="must be one of new_arch for family newfam, got 'vit_b'"):
+        load_registry(write_registry(tmp_path / "bad.yaml", [_entry(family="newfam", architecture="vit_b")]))

@@ -288,14 +288,20 @@ def _add_demo(subparsers) -> None:
     opts.add_model(p)
     p.add_argument("--image", default=None, help="use another image instead of the shipped sample")
     opts.add_device(p)
+    opts.add_offline(p)
+    opts.add_registry(p)
     opts.add_quiet(p)
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .outputs import check_writable_folder
+    from .segmentation.api import resolve_model
 
-    result = run_demo(args.output, model=args.model, image=args.image, progress=not args.quiet, device=args.device)
+    check_writable_folder(args.output, "demo output folder")  # before a model download, not after
+    model = resolve_model(args.model, offline=args.offline, registry=args.registry)
+    result = run_demo(args.output, model=model, image=args.image, progress=not args.quiet, device=args.device)
     print(result.summary())
     return 0
 

@@ -61,6 +61,8 @@ def register(subparsers: Any) -> None:
                         "(packages and model cards then show them); never over the input model")
     opts.add_overwrite(p)
     opts.add_device(p)
+    opts.add_offline(p)
+    opts.add_registry(p)
     p.add_argument("--param", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
                    help="AIS/AMG parameter overrides (e.g. foreground_threshold=0.6); interactive: batch_size, "
                         "min_object_size, max_objects, use_mask_prompt=0/1")
@@ -80,6 +82,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="tuned checkpoint to write (.pt)")
     opts.add_overwrite(p)
     opts.add_device(p)
+    opts.add_offline(p)
+    opts.add_registry(p)
     p.add_argument("--grid", nargs="+", action="extend", default=None, metavar="KEY=V1,V2",
                    help="replace the default values searched for a parameter (e.g. min_size=0,50)")
     p.add_argument("--amg", action="store_true", help="also tune AMG thresholds (stored in the metadata)")
@@ -148,7 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.iterations < 0:
         raise InputError(f"--iterations must be >= 0, got {args.iterations}")
     pairs = resolve_pairs(images, labels)
-    model = resolve_model(model_id, device=device)
+    model = resolve_model(model_id, device=device, offline=args.offline, registry=args.registry)
     result = evaluate(model, [p[0] for p in pairs], [p[1] for p in pairs], mode=args.mode, params=params,
                       start=args.start, n_iterations=args.iterations, progress=not args.quiet)
     print(result.format())
@@ -197,7 +201,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     grid = _parse_grid(args.grid)
     pairs = resolve_pairs(images_spec, labels_spec)
     data = [_read_pair(i, l) for i, l in pairs]
-    model = resolve_model(model_id, device=device)
+    model = resolve_model(model_id, device=device, offline=args.offline, registry=args.registry)
     family = family_of(model)
     if family.save is None:
         raise InputError(f"{family.title} models cannot be saved as checkpoints, so not tuned")

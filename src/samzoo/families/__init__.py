@@ -77,6 +77,8 @@ class FamilySpec:
         -> (masks, scores, low-res logits), ``original_shape``, ``is_tiled``, ``is_image_set``;
         what the interactive evaluation protocol (``samzoo.evaluation.interactive``) drives. None:
         the family has no iterative prompting.
+    architectures: the ``architecture`` values a registry entry of this family may give (the
+        registry checks entries against them; ``samzoo.registry.FAMILY_ARCHITECTURES``).
     """
 
     name: str
@@ -102,6 +104,7 @@ class FamilySpec:
     train: Callable[..., Any] | None = None
     train_presets: tuple[str, ...] = ()
     prompt_predictor: Callable[[Any], Any] | None = None
+    architectures: tuple[str, ...] = ()
 
 
 def family_names() -> tuple[str, ...]:
@@ -118,6 +121,11 @@ def get_family(name: str) -> FamilySpec:
 
 def all_families() -> list[FamilySpec]:
     return [get_family(name) for name in FAMILY_MODULES]
+
+
+def family_architectures() -> dict[str, tuple[str, ...]]:
+    """Family name -> the registry ``architecture`` names it accepts, in registration order."""
+    return {family.name: tuple(family.architectures) for family in all_families()}
 
 
 def family_of(model: Any) -> FamilySpec:

@@ -16,13 +16,8 @@ import argparse
 import json
 from typing import Any
 
+from .. import cli_options as opts
 from ..registry.registry import MODALITIES
-
-
-def _add_registry_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--registry", action="append", metavar="R", default=None,
-                   help="extra registry (YAML path or URL); repeatable; also SAMZOO_REGISTRY "
-                        "(os.pathsep-separated)")
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +26,8 @@ def register(subparsers: Any) -> None:
                               description="List registry models (shipped + --registry/SAMZOO_REGISTRY).")
     p.add_argument("--modality", choices=MODALITIES, help="only models of this imaging modality")
     p.add_argument("--json", action="store_true", help="print JSON")
-    _add_registry_arg(p)
+    opts.add_offline(p)
+    opts.add_registry(p)
     p.set_defaults(func=cmd_models)
 
     p = subparsers.add_parser("info", help="show what a model ID is and where its files come from",
@@ -39,21 +35,21 @@ def register(subparsers: Any) -> None:
                                           "DOI, URL, path); never downloads.")
     p.add_argument("model_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="print JSON")
-    _add_registry_arg(p)
+    opts.add_offline(p)
+    opts.add_registry(p)
     p.set_defaults(func=cmd_info)
 
     p = subparsers.add_parser("fetch", help="download a model into the cache and print its local path",
                               description="Download (or find in the cache) the files of a model, verify "
                                           "their hashes, and print the main local path.")
     p.add_argument("model_id", metavar="ID")
-    p.add_argument("--offline", action="store_true", default=None,
-                   help="never use the network (also SAMZOO_OFFLINE=1)")
+    opts.add_offline(p)
     p.add_argument("--refresh", action="store_true",
                    help="look up mutable references again (hf:// branches, unversioned bioimage.io IDs)")
     p.add_argument("--all", dest="all_files", action="store_true",
                    help="print every file as ROLE<Tab>PATH (checkpoint, decoder, package)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    _add_registry_arg(p)
+    opts.add_quiet(p)
+    opts.add_registry(p)
     p.set_defaults(func=cmd_fetch)
 
     p = subparsers.add_parser("cache", help="list or clear downloaded models",
@@ -63,7 +59,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("model_ids", nargs="*", metavar="ID",
                    help="clear: only these models, or 'embeddings' for the cached image embeddings (default: all)")
     p.add_argument("--json", action="store_true", help="list: print JSON")
-    _add_registry_arg(p)
+    opts.add_registry(p)
     p.set_defaults(func=cmd_cache)
 
 
@@ -79,7 +75,7 @@ def _human(size: int) -> str:
 def cmd_models(args: argparse.Namespace) -> int:
     from .fetch import list_models
 
-    entries = list_models(args.modality, registry=args.registry)
+    entries = list_models(args.modality, registry=args.registry, offline=args.offline)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=1))
         return 0
@@ -95,11 +91,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from .fetch import model_info
 
-    info = model_info(args.model_id, registry=args.registry)
+    info = model_info(args.model_id, registry=args.registry, offline=args.offline)
     if args.json:
         print(json.dumps(info, indent=1, default=str))
         return 0
-    keys = ["id", "kind", "aliases", "family", "architecture", "modality", "description", "citation", "model_card",
+    keys = ["id", "kind", "aliases", "family", "problem", "architecture", "modality", "description", "citation", "model_card",
             "licence", "registry", "location", "cache_folder"]
     for key in keys:
         if key in info and info[key] not in (None, "", [], {}):

@@ -205,17 +205,19 @@ def _fetch_registry(res: ResolvedModel, *, offline: bool, progress: bool) -> dic
 # listing and info
 
 
-def list_models(modality: str | None = None, *, registry: Any = None) -> list[RegistryEntry]:
-    """Registry entries (shipped + user registries), optionally of one modality (lm, em, ...)."""
-    reg = registry if isinstance(registry, Registry) else load_registry(registry, offline=is_offline(None))
+def list_models(modality: str | None = None, *, registry: Any = None, offline: bool | None = None
+                ) -> list[RegistryEntry]:
+    """Registry entries (shipped + user registries), optionally of one modality (lm, em, ...).
+    ``offline``: a registry URL is read from its kept copy, never fetched (default: ``SAMZOO_OFFLINE``)."""
+    reg = registry if isinstance(registry, Registry) else load_registry(registry, offline=is_offline(offline))
     return reg.filter(modality)
 
 
-def model_info(model_id: str | os.PathLike, *, registry: Any = None) -> dict[str, Any]:
+def model_info(model_id: str | os.PathLike, *, registry: Any = None, offline: bool | None = None) -> dict[str, Any]:
     """What ``model_id`` is (registry entry fields for registry models), where its files come
     from, and which of them are already available locally (``local``: role -> path, or None).
-    Never downloads."""
-    reg = registry if isinstance(registry, Registry) else load_registry(registry, offline=is_offline(None))
+    Never downloads a model; ``offline`` also keeps registry URLs from being fetched."""
+    reg = registry if isinstance(registry, Registry) else load_registry(registry, offline=is_offline(offline))
     res = resolve(model_id, registry=reg)
     info = res.to_dict()
     info.pop("entry", None)
@@ -224,6 +226,8 @@ def model_info(model_id: str | os.PathLike, *, registry: Any = None) -> dict[str
         card = res.entry.model_card_path()
         info["model_card_path"] = str(card) if card is not None else None
     info["kind"] = res.kind
+    if res.kind == "local" and len(res.files) == 1:
+        info.update(_local_family(Path(res.location), res.files[0].role))
     info["cache_folder"] = str(cache_dir() / res.cache_key) if res.cache_key else None
     try:
         local = _fetch_resolved(res, reg, offline=True, progress=False, refresh=False)
@@ -231,6 +235,31 @@ def model_info(model_id: str | os.PathLike, *, registry: Any = None) -> dict[str
     except SamzooError:
         info["local"] = None
     return info
+
+
+def _local_family(path: Path, role: str) -> dict[str, Any]:
+    """``{"family": name}`` of a local checkpoint (recognised from its state dict, as
+    ``load_model`` does) or package (its rdf's ``config.samzoo.family``); ``{"problem": why}``
+    when the file says nothing samzoo can read."""
+    import zipfile
+
+    import yaml
+
+    from ..families import detect_family
+
+    try:
+        if role == "package":
+            with zipfile.ZipFile(path) as zf:
+                rdf = yaml.safe_load(zf.read("rdf.yaml"))
+            family = ((rdf.get("config") or {}).get("samzoo") or {}).get("family")
+            return {"family": family} if family else {}
+        from ..state_files import read_state
+
+        return {"family": detect_family(read_state(path), path.name).name}
+    except SamzooError as err:
+        return {"problem": str(err)}
+    except (OSError, KeyError, zipfile.BadZipFile, yaml.YAMLError) as err:
+        return {"problem": f"{path.name}: not a readable package ({err})"}
 
 
 # --------------------------------------------------------------------------------------------

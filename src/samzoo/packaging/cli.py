@@ -33,6 +33,8 @@ def register(subparsers) -> None:
                         "interactive)")
     p.add_argument("--sample-image", default=None, metavar="IMAGE",
                    help="image for test tensors and covers (default: the shipped sample, else synthetic)")
+    opts.add_offline(p)
+    opts.add_registry(p)
     p.set_defaults(func=_run)
 
 
@@ -48,6 +50,9 @@ def _run(args: argparse.Namespace) -> int:
         opts.deprecation_note("the positional MODEL of `samzoo package`", "-m/--model MODEL")
         model = args.model_positional
     check_writable_folder(args.output, "--output folder")
+    from ..segmentation.api import resolve_model
+
+    model = resolve_model(model, offline=args.offline, registry=args.registry)
     given = {"card": args.card, "sample_image": args.sample_image, "kinds": args.kinds, "formats": args.formats}
     options = {k: v for k, v in given.items() if v is not None}  # the family's defaults for the rest
     written = package_model(model, args.output, **options)

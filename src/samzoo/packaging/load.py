@@ -20,12 +20,13 @@ import os
 import posixpath
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError, ModelNotFoundError
+from ..errors import CheckpointError, ModelNotFoundError, PackageIntegrityError
 from .integrity import check_package, remember_valid
 
 DESCRIPTION_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -72,6 +73,10 @@ class _Package:
             return None
         if info.compress_size and info.file_size / max(info.compress_size, 1) > MAX_COMPRESSION_RATIO:
             raise CheckpointError(f"package member {name} has an implausible compression ratio (zip bomb?)")
+        # the ratio check trusts the declared compressed size: it must fit inside the archive
+        if info.header_offset + info.compress_size > self.path.stat().st_size:
+            raise PackageIntegrityError(f"package member {name} of {self.path} declares {info.compress_size} "
+                                        f"compressed bytes, more than the archive holds (a forged zip)")
         return info.file_size
 
     def _folder_path(self, name: str) -> Path:
@@ -84,7 +89,7 @@ class _Package:
     def open(self, name: str):
         if self.zip is None:
             return open(self._folder_path(name), "rb")
-        return self.zip.open(name)
+        return _MemberStream(self.zip.open(name), name, self.path)
 
     def read(self, name: str, limit: int) -> bytes:
         size = self.size(name)
@@ -97,6 +102,34 @@ class _Package:
         if len(data) > limit:
             raise CheckpointError(f"package file {name} is larger than the {limit} bytes allowed")
         return data
+
+
+class _MemberStream:
+    """A zip member whose read errors are one-line :class:`PackageIntegrityError`s naming it.
+
+    ``zipfile`` never inflates a member past the size the archive declares for it; a member whose
+    data inflates further, or ends early, then fails its CRC or the stream -- as ``BadZipFile``,
+    ``EOFError`` or ``zlib.error``, which would otherwise surface as tracebacks."""
+
+    def __init__(self, stream: Any, name: str, archive: Path):
+        self._stream, self._name, self._archive = stream, name, archive
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._stream.read(n)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+            raise PackageIntegrityError(
+                f"package member {self._name} of {self._archive} cannot be read ({str(err) or type(err).__name__}): "
+                "its data does not match the size and checksum the zip declares") from None
+
+    def __getattr__(self, attr: str) -> Any:  # seek, tell, seekable, ... for torch.load
+        return getattr(self._stream, attr)
+
+    def __enter__(self) -> "_MemberStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stream.close()
 
 
 def _description(pkg: _Package) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """Registry of the models samzoo knows by name (see :mod:`samzoo.registry.registry`)."""
 
 from .registry import (
-    ARCHITECTURES,
     FAMILY_ARCHITECTURES,
     MODALITIES,
     ROLES,
@@ -16,6 +15,14 @@ from .registry import (
     split_registry_list,
     validate_registry,
 )
+
+
+
+def __getattr__(name: str):
+    if name == "ARCHITECTURES":  # μSAM's registry architectures, from the family registry
+        return FAMILY_ARCHITECTURES["microsam"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ARCHITECTURES",

@@ -63,10 +63,38 @@ import yaml
 from ..errors import ModelNotFoundError, OfflineError, RegistryError
 
 FORMAT_VERSION = 1
-ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
-#: architectures per model family (entries without ``family`` are μSAM models)
-FAMILY_ARCHITECTURES = {"microsam": ARCHITECTURES, "cellpose_sam": ("cpsam",), "cellsam": ("cellsam",),
-                        "samcell": ("vit_b",)}
+
+
+class _FamilyArchitectures(Mapping[str, tuple[str, ...]]):
+    """Family name -> the ``architecture`` values its registry entries may give, asked of the family
+    registry (``FamilySpec.architectures``) on use, so a new family needs no edit here. Entries
+    without ``family`` are μSAM models."""
+
+    def _data(self) -> dict[str, tuple[str, ...]]:
+        from ..families import family_architectures
+
+        return family_architectures()
+
+    def __getitem__(self, family: str) -> tuple[str, ...]:
+        return self._data()[family]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __repr__(self) -> str:
+        return repr(self._data())
+
+
+FAMILY_ARCHITECTURES: Mapping[str, tuple[str, ...]] = _FamilyArchitectures()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ARCHITECTURES":  # μSAM's, kept for callers of the old constant
+        return FAMILY_ARCHITECTURES["microsam"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 MODALITIES = ("lm", "em", "histopathology", "medical", "natural")
 ROLES = ("checkpoint", "decoder", "package")
 HASH_ALGORITHMS = {"xxh128": 32, "sha256": 64, "md5": 32}

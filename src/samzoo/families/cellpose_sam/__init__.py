@@ -105,6 +105,7 @@ FAMILY = FamilySpec(
     package=package,
     train=_train,
     train_presets=("cpsam-small-cpu", "cpsam-finetune"),
+    architectures=("cpsam",),
 )
 
 __all__ = ["FAMILY", "CellposeSamModel", "CpsamConfig", "CpsamParams", "build", "load", "loss", "package",

@@ -51,6 +51,7 @@ def _family():
         model_params=spec.model_params,
         package=spec.package,
         segment_from_prompts=spec.segment_from_prompts,
+        architectures=("cellsam",),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import FamilySpec
 from .ais import AisParams
+from .config import REGISTRY_ARCHITECTURES
 
 
 def _recognises(state: Mapping[str, Any]) -> bool:
@@ -137,4 +138,5 @@ FAMILY = FamilySpec(
     train=_train,
     train_presets=_train_presets(),
     prompt_predictor=_prompt_predictor,
+    architectures=REGISTRY_ARCHITECTURES,
 )

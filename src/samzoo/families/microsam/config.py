@@ -102,6 +102,9 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+# the ``architecture`` names a registry entry of a μSAM model may give (the presets but "test")
+REGISTRY_ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
+
 PRESETS: dict[str, ModelConfig] = {
     "vit_b": ModelConfig(name="vit_b"),
     "vit_l": ModelConfig(

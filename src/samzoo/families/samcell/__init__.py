@@ -58,6 +58,12 @@ def _train(settings: Mapping[str, Any], *, progress: bool = True):
     return train(config_from(dict(settings)), progress=progress)
 
 
+def _package(model: SamcellModel, outdir, **options):
+    from .packaging import package_samcell
+
+    return package_samcell(model, outdir, **options)
+
+
 def _save(model: SamcellModel, path):
     from .checkpoint import save_checkpoint
 
@@ -80,6 +86,8 @@ FAMILY = FamilySpec(
     predict=_predict,
     postprocess=_postprocess,
     set_params=_set_params,
+    package=_package,
+    architectures=("vit_b",),
     save=_save,
     train=_train,
     train_presets=("samcell-finetune", "samcell-tiny-cpu"),

@@ -9,7 +9,7 @@ row and column and a few pixels near crop corners, where the ramps are ~0) take 
 nearest weighted pixel. (The authors intend the same, but index the pixel grid with OpenCV's
 labels of *valid* pixels, so their fill copies an unrelated, mostly zero, pixel: samzoo fixes that;
 all other pixels are the same.) Images smaller than the crop use square crops of their shorter side; images shorter than
-twice the overlap are one crop.
+twice the overlap are one crop (the authors divide by zero at exactly twice).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def crop_layout(shape: tuple[int, int], crop: int = CROP, overlap: int = OVERLAP
     height, width = shape
     if height < crop or width < crop:
         crop = min(height, width)
-        if crop < 2 * overlap:
+        if crop <= 2 * overlap:  # (a stride of 0 px: one crop)
             return -1, 0, [Window(0, 0, 0, 0, height, width)]
     stride = crop - 2 * overlap
     padded_h, padded_w = height + 2 * overlap, width + 2 * overlap

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = dict(model.metadata)
     meta.update({
         "name": "samzoo-lm-tiny",
-        "description": "samzoo's shipped default: a small SAM (ViT, 256 px input, 8 px patches, 4.6 M "
+        "description": "samzoo's shipped default: a small SAM (ViT, 256 px input, 8 px patches, 4.5 M "
                        "parameters) with μSAM's AIS decoder, trained from scratch on synthetic "
                        "fluorescence microscopy images on a CPU.",
         "training": {

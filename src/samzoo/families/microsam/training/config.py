@@ -177,12 +177,14 @@ PRESETS: dict[str, TrainConfig] = {
         n_val=2, val_every=10, save_every=10, log_every=5,
     ),
     # Minutes on a laptop CPU: fine-tune the shipped default model (samzoo-lm-tiny) on your own
-    # image/label folders (300 iterations: 314 s on a 2-core CPU in benchmarks/finetune_proof.py,
-    # which doubled held-out mSA on a new modality). Point data/val_data at your folders.
+    # image/label folders. 300 iterations took 314 s on an idle 2-core CPU (benchmarks/finetune_proof.py,
+    # which doubled held-out mSA on a new modality); on a busy machine an iteration took 8-85 s, so
+    # max_minutes caps the run at 10 minutes (it then validates and keeps the best checkpoint).
+    # Point data/val_data at your folders.
     "finetune-cpu": TrainConfig(
         name="finetune-cpu", out_dir="runs/finetune-cpu", model="tiny", init_checkpoint="samzoo-lm-tiny",
         patch_size=256, iterations=300, lr=1e-4, n_objects=4, n_sub_iterations=2, ais_weight=2.0,
-        n_val=4, val_every=100, save_every=50, log_every=10, min_objects=1,
+        n_val=4, val_every=50, save_every=50, log_every=10, min_objects=1, max_minutes=10,
         data=[{"kind": "folder", "weight": 1.0, "images": "data/train/images", "labels": "data/train/labels"}],
         val_data=[{"kind": "folder", "weight": 1.0, "images": "data/val/images", "labels": "data/val/labels"}],
     ),
