@@ -116,6 +116,11 @@ def get_family(name: str) -> FamilySpec:
     module = FAMILY_MODULES.get(str(name))
     if module is None:
         raise InputError(f"unknown model family {name!r}; known: {', '.join(FAMILY_MODULES)}")
+    # Family modules import segment-anything / torch-em, which import torchvision: make that import
+    # work first, also for callers that reach the registry without `import samzoo` (samzoo.hub alone).
+    from .._torchvision_fix import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
     return importlib.import_module(module).FAMILY
 
 
