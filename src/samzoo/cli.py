@@ -218,7 +218,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         return segment_runs.run(args, options=options, tile_shape=tile_shape, halo=halo)
     image = read_image(args.input)
     from .families import family_of
-    from .segmentation.api import resolve_model, segment, segment_from_prompts
+    from .segmentation.api import resolve_model, segment, segment_from_prompts, with_precision
 
     model = resolve_model(args.model, device=device, offline=args.offline, registry=args.registry)
     family = family_of(model)
@@ -237,13 +237,16 @@ def _run_segment(args: argparse.Namespace) -> int:
         if volume:
             raise InputError(f"--points/--boxes work on 2D images; {args.input} is read as a volume of {len(slices)} slices")
         image = slices[0]
+        if args.precision == "bfloat16":
+            raise InputError("--precision bfloat16 applies to automatic segmentation, not with --points/--boxes")
+        model = with_precision(model, args.precision)
         labels = segment_from_prompts(image, model, points=points, point_labels=point_labels, boxes=boxes,
                                       tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress)
     else:
         size = {} if args.diameter is None else {"diameter": args.diameter}
         labels = segment(image, model, params=params or None, tile_shape=tile_shape, halo=halo,
                          embedding_cache=cache, progress=progress, is_volume=True if args.volume else None,
-                         channel_axis=args.channel_axis, **options, **size)
+                         channel_axis=args.channel_axis, precision=args.precision, **options, **size)
     write_labels(output, labels)
     import numpy as np
 

@@ -79,6 +79,8 @@ class FamilySpec:
         the family has no iterative prompting.
     architectures: the ``architecture`` values a registry entry of this family may give (the
         registry checks entries against them; ``samzoo.registry.FAMILY_ARCHITECTURES``).
+    quantize(model) -> model: a copy for int8 CPU inference (``--precision int8``; μSAM: dynamic
+        quantisation of the ViT linears); None: the family has no int8 path.
     """
 
     name: str
@@ -105,6 +107,7 @@ class FamilySpec:
     train_presets: tuple[str, ...] = ()
     prompt_predictor: Callable[[Any], Any] | None = None
     architectures: tuple[str, ...] = ()
+    quantize: Callable[[Any], Any] | None = None
 
 
 def family_names() -> tuple[str, ...]:

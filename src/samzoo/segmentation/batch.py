@@ -146,18 +146,22 @@ def segment_batch(
     overwrite: bool = False,
     progress: bool = True,
     batch_size: int | None = None,
+    precision: str = "float32",
     **segment_kwargs: Any,
 ) -> list[ImageResult]:
     """Segment every input image into ``output_dir`` (see the module docstring).
 
     ``model`` is a loaded ``SamzooModel``; ``segment_kwargs`` go to ``api.segment`` (mode,
     ais_params, tile_shape, ...). ``batch_size``: images per encoder call on a GPU (default 8
-    there, 1 on a CPU). Never raises for a single image: its failure is in its result.
+    there, 1 on a CPU). ``precision``: see ``api.segment`` (an int8 copy is made once for the whole
+    batch). Never raises for a single image: its failure is in its result.
     """
-    from .api import segment
+    from .api import segment, with_precision
 
     pairs = plan_outputs(expand_inputs(inputs), output_dir, name_pattern)
     check_writable(Path(output_dir))
+    model = with_precision(model, precision)
+    segment_kwargs["precision"] = precision
     on_gpu = model.device.type != "cpu"
     batch_size = batch_size or (8 if on_gpu else 1)
     results: list[ImageResult] = []
@@ -226,7 +230,7 @@ def _segment_group(group, model, segment_kwargs) -> list[ImageResult]:
     images = [read_image(source) for source, _ in group]
     family = family_of(model)
     block_model = family.block_model(model, segment_kwargs.get("ais_params") or segment_kwargs.get("params"),
-                                     batch_size=len(group))
+                                     batch_size=len(group), precision=segment_kwargs.get("precision", "float32"))
     stats = [block_model.intensity_stats(lambda r, c, im=im: im[r, c], im.shape, im.dtype) for im in images]
     maps = block_model.predict_maps(images, stats)
     seconds = (time.perf_counter() - start) / len(group)

@@ -76,7 +76,25 @@ def image_digest(image: np.ndarray) -> str:
 def _parameter_versions(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
     # In-place updates (optimizer steps, load_state_dict, .copy_()) bump the version counters;
     # moving or replacing a tensor changes its data pointer.
-    return tuple((t.data_ptr(), t._version) for t in model.state_dict(keep_vars=True).values())
+    return tuple((t.data_ptr(), t._version) for value in model.state_dict(keep_vars=True).values()
+                 for t in _state_tensors(value))
+
+
+def _state_tensors(value: Any) -> list[torch.Tensor]:
+    """The plain tensors behind one state-dict entry. Quantised layers (``--precision int8``) store
+    packed (int8 weight, bias) tuples, quantised tensors and dtypes: an int8 weight counts as its
+    integer values plus its scales and zero points; non-tensor entries count through ``_entry_bytes``."""
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _state_tensors(item)]
+    if not isinstance(value, torch.Tensor):
+        return []
+    if value.is_quantized:
+        if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            extra = [value.q_per_channel_scales(), value.q_per_channel_zero_points()]
+        else:
+            extra = [torch.tensor([value.q_scale()]), torch.tensor([value.q_zero_point()])]
+        return [value.int_repr(), *extra]
+    return [value]
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -94,11 +112,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     if config is not None and hasattr(config, "to_dict"):
         digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            data = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
-            if data.numel():
-                digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+        for name, value in model.state_dict().items():
+            tensors = _state_tensors(value)
+            if not tensors:
+                digest.update(f"{name}|{value!r}|".encode())
+            for tensor in tensors:
+                data = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
+                if data.numel():
+                    digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
     value = digest.hexdigest()
     object.__setattr__(model, _FINGERPRINT_ATTR, (versions, value))  # plain attribute, not a buffer
     return value

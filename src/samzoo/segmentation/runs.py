@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..stores import is_store_location
+from .api import PRECISIONS
 from .batch import DEFAULT_NAME_PATTERN, LIST_SUFFIXES, segment_batch, summary_table
 
 
@@ -27,9 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--name-pattern", default=None, metavar="PATTERN",
                    help=f"output file name per input in a batch (default {DEFAULT_NAME_PATTERN!r}; fields "
                         "{stem} {name} {suffix} {parent} {index})")
-    g.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                   help="blockwise/batch inference precision (bfloat16: autocast, for CPUs with AVX-512 BF16/AMX "
-                        "and GPUs)")
+    g.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="inference precision: bfloat16 = autocast (GPUs, CPUs with AVX-512 BF16/AMX); int8 = "
+                        "dynamically quantised ViT linears (CPU; the fast path on CPUs without BF16)")
     g.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images or blocks per encoder call (default 8 on a GPU, 1 on a CPU)")
     g.add_argument("--workers", type=int, default=None, metavar="N",
@@ -113,7 +114,8 @@ def _run_batch(args, inputs, *, options, tile_shape, halo) -> int:
     results = segment_batch(inputs, args.output, model, name_pattern=args.name_pattern or DEFAULT_NAME_PATTERN,
                             overwrite=args.overwrite, progress=not args.quiet,
                             batch_size=args.batch_size or (8 if device != "cpu" else 1), tile_shape=tile_shape,
-                            halo=halo, is_volume=True if args.volume else None, **kwargs)
+                            halo=halo, is_volume=True if args.volume else None, precision=args.precision,
+                            **kwargs)
     print(summary_table(results))
     for r in results:
         if r.status == "failed":
@@ -143,6 +145,8 @@ def _run_blockwise(args, text, *, options, tile_shape, halo) -> int:
                                      batch_size=args.batch_size or (8 if device != "cpu" else 1),
                                      precision=args.precision)
     fingerprint = _model_fingerprint(model, getattr(block_model, "params", None))
+    if args.precision != "float32":  # float32 stores written before --precision existed stay complete
+        fingerprint["precision"] = args.precision
     common = dict(tile_shape=tile_shape, halo=halo, label_halo=args.label_halo,
                   is_volume=True if args.volume else None, fingerprint=fingerprint, overwrite=args.overwrite,
                   keep_scratch=args.keep_scratch, progress=not args.quiet)

@@ -100,6 +100,12 @@ def _prompt_predictor(model):
     return Predictor(model)
 
 
+def _quantize(model):
+    from .quantization import quantize_int8
+
+    return quantize_int8(model)
+
+
 def _model_params(model) -> Mapping[str, Any]:
     return dict(model.ais_params or {})
 
@@ -139,4 +145,5 @@ FAMILY = FamilySpec(
     train_presets=_train_presets(),
     prompt_predictor=_prompt_predictor,
     architectures=REGISTRY_ARCHITECTURES,
+    quantize=_quantize,
 )

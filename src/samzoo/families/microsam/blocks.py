@@ -43,8 +43,10 @@ _STRIP_ROWS = 512
 
 @dataclass
 class AisBlockModel:
-    """A μSAM model with AIS decoder, seen blockwise. ``precision``: ``float32`` or
-    ``bfloat16`` (autocast; the maps come back as float32)."""
+    """A μSAM model with AIS decoder, seen blockwise. ``precision``: ``float32``, ``bfloat16``
+    (autocast; the maps come back as float32) or ``int8`` (the ViT linears dynamically quantised,
+    CPU; the quantised copy is made where the maps are computed, e.g. on each dask worker, so the
+    float model is what travels)."""
 
     model: SamzooModel
     params: AisParams
@@ -55,9 +57,26 @@ class AisBlockModel:
     def __post_init__(self) -> None:
         if not self.model.has_ais_decoder:
             raise InputError(f"model {self.model.config.name!r} has no AIS decoder; blockwise segmentation needs one")
-        if self.precision not in ("float32", "bfloat16"):
-            raise InputError(f"precision must be float32 or bfloat16, got {self.precision!r}")
+        if self.precision not in ("float32", "bfloat16", "int8"):
+            raise InputError(f"precision must be float32, bfloat16 or int8, got {self.precision!r}")
+        if self.precision == "int8" and self.model.device.type != "cpu":
+            raise InputError(f"int8 inference runs on the CPU only; the model is on {self.model.device}")
         self.model.eval()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_int8_model", None)  # rebuilt where it is used
+        return state
+
+    def _network(self) -> SamzooModel:
+        """The model that computes maps: the int8 copy (made once) or the model itself."""
+        if self.precision != "int8":
+            return self.model
+        if "_int8_model" not in self.__dict__:
+            from .quantization import quantize_int8
+
+            self.__dict__["_int8_model"] = quantize_int8(self.model)
+        return self.__dict__["_int8_model"]
 
     n_maps = 3
 
@@ -129,7 +148,8 @@ class AisBlockModel:
         images = [self._normalise(self._three_channels(b), s) for b, s in zip(blocks, stats)]
         out: list[np.ndarray | None] = [None] * len(images)
         order = sorted(range(len(images)), key=lambda i: images[i].shape)
-        device = self.model.device
+        network = self._network()
+        device = network.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
         start = 0
         while start < len(order):
@@ -142,8 +162,8 @@ class AisBlockModel:
             # memory layout (about 1e-6), and blockwise labels must equal segment()'s exactly
             batch = torch.from_numpy(np.stack([images[i] for i in group])).permute(0, 3, 1, 2).contiguous()
             with autocast:
-                embedding, input_shape = self.model.embed(batch)
-                maps = self.model.decode_ais(embedding, tuple(int(v) for v in input_shape), shape[:2])
+                embedding, input_shape = network.embed(batch)
+                maps = network.decode_ais(embedding, tuple(int(v) for v in input_shape), shape[:2])
             maps = maps.float().cpu().numpy()
             for j, i in enumerate(group):
                 out[i] = maps[j]
