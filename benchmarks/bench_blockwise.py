@@ -10,6 +10,12 @@ blockwise machinery, not the network's speed (see bench_inference.py for that).
     python benchmarks/bench_blockwise.py --shape 20000 20000 --out benchmarks/results/blockwise_20k.json
     python benchmarks/bench_blockwise.py --shape 8 4096 4096 --volume --out ...
     python benchmarks/bench_blockwise.py --shape 4096 4096 --workers 2 --out ...
+    python benchmarks/bench_blockwise.py --shape 20000 20000 --max-minutes 10 --out ...
+
+The parent samples the child's RSS (and its children's, psutil, every second) into a timeline.
+``--max-minutes`` stops the child after that long: for arrays whose full run does not fit the
+time available, the result then says how many blocks' maps were done (the scratch store's
+``maps_done``), the maps rate, and the peak RSS so far -- a partial run, reported as such.
 """
 
 from __future__ import annotations
@@ -127,6 +133,48 @@ class _sample_worker_memory:
         self._thread.join()
 
 
+CPU_SECONDS: list[float] = [0.0]  # the child's (and its children's) CPU time at the last sample
+
+
+def _watch(proc: subprocess.Popen, max_minutes: float | None) -> tuple[list[tuple[float, float]], bool]:
+    """RSS (MB) of ``proc`` and its children every second until it ends or ``max_minutes`` pass;
+    their CPU time goes to ``CPU_SECONDS`` (on a shared machine the CPU time measures the work)."""
+    import psutil
+
+    start, timeline, stopped = time.perf_counter(), [], False
+    parent = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            procs = [parent, *parent.children(recursive=True)]
+            rss = sum(p.memory_info().rss for p in procs) / 2 ** 20
+            CPU_SECONDS[0] = sum(sum(p.cpu_times()[:2]) for p in procs)
+            timeline.append((round(time.perf_counter() - start, 1), round(rss, 1)))
+        except psutil.Error:
+            pass
+        if max_minutes and time.perf_counter() - start > 60 * max_minutes:
+            proc.kill()
+            proc.wait()
+            stopped = True
+            break
+        time.sleep(1.0)
+    return timeline, stopped
+
+
+def _partial_result(workdir: Path, args: argparse.Namespace, wall: float) -> dict:
+    """What a stopped run did: blocks whose maps are in the scratch store (the maps pass resumes)."""
+    import zarr
+
+    path = workdir / "labels.zarr.samzoo-scratch" / "maps_done"
+    if path.exists():
+        done = zarr.open_array(str(path), mode="r")
+        n_done, n_blocks = int(np.asarray(done[:]).sum()), int(done.shape[0])
+    else:  # stopped before the scratch store existed
+        n_done, n_blocks = 0, None
+    return {"shape": args.shape, "volume": args.volume, "img_size": args.img_size, "threads": args.threads,
+            "partial": True, "stopped_after_seconds": round(wall, 1), "blocks": n_blocks,
+            "blocks_with_maps_done": n_done, "maps_blocks_per_second_incl_setup": round(n_done / wall, 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs="+", required=True)
@@ -136,6 +184,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop the run after this long (partial)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--input", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None, help=argparse.SUPPRESS)
@@ -153,10 +202,23 @@ def main() -> None:
                "--shape", *map(str, args.shape), "--img-size", str(args.img_size), "--threads", str(args.threads),
                "--workers", str(args.workers)] + (["--volume"] if args.volume else [])
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode:
-        sys.exit(done.stderr[-3000:])
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
+        timeline, stopped = _watch(proc, args.max_minutes)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    wall = time.perf_counter() - started
+    if stopped:
+        result = _partial_result(workdir, args, wall)
+    else:
+        if proc.returncode:
+            sys.exit(stderr[-3000:])
+        result = json.loads(stdout.strip().splitlines()[-1])
+    result["child_cpu_seconds_sampled"] = round(CPU_SECONDS[0], 1)
+    result["peak_rss_sampled_mb"] = max((m for _, m in timeline), default=None)
+    result["rss_timeline_mb"] = timeline[:: max(1, len(timeline) // 60)]
     result["input_generation_seconds"] = round(made, 1)
     result["load_average"] = os.getloadavg()
     print(json.dumps(result, indent=1))
