@@ -101,6 +101,7 @@ def child(args: argparse.Namespace) -> dict:
         "seconds": round(seconds, 1), "seconds_with_setup": round(time.perf_counter() - start, 1),
         "blocks_per_second": round(result.n_blocks / seconds, 3), "pass_seconds": result.timings,
         "peak_rss_driver_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_seconds_driver": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
         "peak_rss_per_worker_mb": worker_peak, "input_mb": round(float(np.prod(source.shape)) / 2 ** 20, 1),
         "labels_in_memory_mb": round(float(np.prod(source.shape)) * 4 / 2 ** 20, 1),
         "maps_in_memory_mb": round(float(np.prod(source.shape)) * 12 / 2 ** 20, 1),
