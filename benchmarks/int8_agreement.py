@@ -6,6 +6,9 @@ process CPU time of each. Images: the shipped sample plus the first ``--per-set`
 each set under ``--data`` (cut to ``--max-side`` px; the data is not in the repository).
 
     python benchmarks/int8_agreement.py --data /work/shared/data --out benchmarks/results/int8_agreement.json
+
+``--bfloat16`` adds bfloat16-autocast labels against float32 (a reference for how much any
+reduced precision moves the watershed on the same image; slow on CPUs without BF16 units).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def main() -> None:
     parser.add_argument("--per-set", type=int, default=4)
     parser.add_argument("--max-side", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bfloat16", action="store_true")
+    parser.add_argument("--no-sample", action="store_true", help="skip the shipped sample image")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     import numpy as np
@@ -42,7 +47,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = resolve_model(None)
     quantized = quantize_int8(model)
-    images = [("sample_nuclei.tif", tifffile.imread(str(resources.files("samzoo") / "data" / "sample_nuclei.tif")))]
+    images = [] if args.no_sample else [
+        ("sample_nuclei.tif", tifffile.imread(str(resources.files("samzoo") / "data" / "sample_nuclei.tif")))]
     if args.data:
         for name in args.sets:
             for path in sorted((Path(args.data) / name / "val" / "images").glob("*.tif"))[: args.per_set]:
@@ -58,6 +64,10 @@ def main() -> None:
         rows.append({"image": name, "shape": list(image.shape), "objects_float32": int(reference.max()),
                      "objects_int8": int(labels.max()), "msa_int8_vs_float32": round(msa, 4),
                      "cpu_seconds_float32": round(t1 - t0, 2), "cpu_seconds_int8": round(t2 - t1, 2)})
+        if args.bfloat16:
+            bf16 = segment(image, model, progress=False, embedding_cache=False, precision="bfloat16")
+            rows[-1]["msa_bfloat16_vs_float32"] = round(float(mean_segmentation_accuracy(bf16, reference)[0]), 4)
+            rows[-1]["objects_bfloat16"] = int(bf16.max())
         print(json.dumps(rows[-1]), file=sys.stderr)
     values = np.array([r["msa_int8_vs_float32"] for r in rows])
     result = {"model": "samzoo-lm-tiny (shipped)", "threads": args.threads, "images": rows,

@@ -189,6 +189,11 @@ def test_blockwise_cli(tiny_checkpoint, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert main(argv) == 0
     assert "complete already" in capsys.readouterr().out
+    # the precision is part of what a store holds: a float32 result is not an int8 one
+    assert main(argv + ["--precision", "int8"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(argv + ["--precision", "int8", "--overwrite"]) == 0
+    assert "wrote" in capsys.readouterr().out
     import h5py
 
     with h5py.File(tmp_path / "in.h5", "w") as f:
