@@ -4,8 +4,9 @@ Run by hand (one thread is what the recorded run used):
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/cellpose_sam_train_cpu.py [STEPS] [BATCH]
 Defaults: the ``cpsam-small-cpu`` preset. Needs ../shared/data (not part of samzoo). Writes
 benchmarks/results/cellpose_sam_train_cpu.json, docs/images/cellpose_sam_train_cpu_loss.png (the loss
-curve) and the trained checkpoint to /tmp/cpsam_small_dsb.pt (the label-agreement benchmark
-``cellpose_sam_trained_agreement.py`` reads it)."""
+curve) and the trained checkpoint to /tmp/cpsam_small_dsb.pt (the recorded run's, cast to float16,
+is tests/data/cpsam_small_dsb.pt: the trained-weight tests and ``cellpose_sam_trained_agreement.py``
+use it)."""
 
 from __future__ import annotations
 

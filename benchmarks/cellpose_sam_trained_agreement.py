@@ -9,7 +9,7 @@ no resizing) and with the flow-error QC off (flow threshold 0: every converging 
 mask, the harder case for equality), and reports per image: object counts, mSA agreement (samzoo
 vs cellpose, and each vs the truth), differing pixels, max |flow difference|.
 
-Run by hand (default weights: tests/data/cpsam_small_dsb.pt, that run's model stored as float16):
+Run by hand (default weights: tests/data/cpsam_small_dsb.pt, cellpose_sam_train_cpu.py's model in float16):
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/cellpose_sam_trained_agreement.py [WEIGHTS]
 Writes benchmarks/results/cellpose_sam_trained_agreement.json."""
 
