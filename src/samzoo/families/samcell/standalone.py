@@ -222,10 +222,8 @@ def crop_layout(shape: Tuple[int, int], crop: int = CROP, overlap: int = OVERLAP
         for c in range(cols):
             py = r * stride + overlap if r < rows - 1 else padded_h - crop
             px = c * stride + overlap if c < cols - 1 else padded_w - crop
-            y, x = min(max(0, py - overlap), height), min(max(0, px - overlap), width)
-            h, w = max(0, min(crop, height - y)), max(0, min(crop, width - x))
-            if h > 0 and w > 0:
-                windows.append((py, px, y, x, h, w))
+            y, x = max(0, py - overlap), max(0, px - overlap)  # inside the image: see tiling.crop_layout
+            windows.append((py, px, y, x, min(crop, height - y), min(crop, width - x)))
     return crop, overlap, windows
 
 
