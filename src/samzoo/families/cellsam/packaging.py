@@ -10,6 +10,13 @@ What the package runs is samzoo's pipeline with ``normalization="minmax"`` and `
 (no scikit-learn) for the score threshold. The licence of the weights goes into the rdf
 (``config.samzoo.licence`` and ``redistributable``), so ``samzoo publish`` can refuse to publish
 non-redistributable weights.
+
+Kind ``interactive``: CellSAM's SAM part (``model_cp`` when the checkpoint holds it, else
+``model``; ``sam_part`` picks one) as samzoo's μSAM-style interactive package (image + point / box
+prompts -> masks), so any BioImage.IO consumer can prompt CellSAM's SAM. It is made by the μSAM
+family through the family registry (``get_family("microsam")``: its loader reads the part's
+segment-anything state dict, its ``package`` writes the zip), with CellSAM's licence, name and
+citations in the card and ``config.samzoo``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,10 @@ ARCH_FILE = "cellsam_architecture.py"
 ARCH_CALLABLE = "CellSAMInstanceSegmentation"
 CELLSAM_CITATION = {"text": "Israel, Marks et al. CellSAM: a foundation model for cell segmentation. Nature Methods (2025)",
                     "doi": "10.1038/s41592-025-02879-w"}
+SAM_CITATION = {"text": "Kirillov A, et al. Segment Anything. ICCV (2023)", "doi": "10.1109/ICCV51070.2023.00371"}
+# the interactive package is μSAM's (its prompt path and package layout), so its card cites μSAM too
+MICRO_SAM_CITATION = {"text": "Archit A, et al. Segment Anything for Microscopy. Nature Methods (2025)",
+                      "doi": "10.1038/s41592-024-02580-4"}
 
 
 def architecture_source() -> str:
@@ -61,19 +73,125 @@ def build_packaged(model: CellSAMModel, arch_path: Path):
     return net.eval()
 
 
-def package_cellsam(model: CellSAMModel, outdir: str | Path, *, sample_image: np.ndarray | None = None,
-                    name: str | None = None, test: bool = False, **options: Any) -> dict[str, Path]:
-    """Write ``<outdir>/<name>.zip`` (kind ``instance_segmentation``); returns ``{kind: path}``.
-    ``sample_image``: (H, W, 3) test input (default: synthetic cells); ``test``: run
-    ``bioimageio.core.test_model`` on the written zip."""
+KINDS = ("instance_segmentation", "interactive")
+SAM_PARTS = ("model", "model_cp")
+
+
+def package_cellsam(model: CellSAMModel, outdir: str | Path, *, kinds: Sequence[str] | None = None,
+                    sample_image: np.ndarray | None = None, name: str | None = None, test: bool = False,
+                    card: Any = None, formats: Sequence[str] | None = None, sam_part: str | None = None,
+                    **options: Any) -> dict[str, Path]:
+    """Write CellSAM's packages into ``outdir``; returns ``{kind: path}``. ``kinds``: any of
+    ``instance_segmentation`` (``<name>.zip``, the whole pipeline) and ``interactive``
+    (μSAM's interactive zip of the SAM part, prompted with points / boxes); default both.
+    ``sample_image``: (H, W, 3) test input (default: synthetic cells); ``card`` (YAML path or
+    mapping) and ``formats``: the interactive package's (the instance package has PyTorch weights
+    only); ``sam_part``: ``model`` or ``model_cp`` (default: the one CellSAM decodes with);
+    ``test``: run ``bioimageio.core.test_model`` on each written zip."""
+    if options:
+        raise InputError(f"CellSAM packaging takes no option(s) {', '.join(sorted(options))}")
+    kinds = tuple(KINDS if kinds is None else kinds)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise InputError(f"unknown CellSAM package kind(s) {bad}; known: {', '.join(KINDS)}")
+    if "instance_segmentation" in kinds and formats is not None and "pytorch_state_dict" not in formats:
+        raise InputError("CellSAM's instance_segmentation package has pytorch_state_dict weights only (the pipeline "
+                         "runs numpy inside the model); ask for kinds=interactive for other formats")
+    written: dict[str, Path] = {}
+    if "instance_segmentation" in kinds:
+        written["instance_segmentation"] = _package_instance(model, outdir, sample_image=sample_image, name=name,
+                                                             test=test)
+    if "interactive" in kinds:
+        written["interactive"] = package_sam_interactive(model, outdir, part=sam_part, card=card, formats=formats,
+                                                         sample_image=sample_image, name=name, test=test)
+    return written
+
+
+def sam_part(model: CellSAMModel, part: str | None = None):
+    """CellSAM's SAM part as a μSAM model (built by the μSAM family's loader from the part's
+    segment-anything state dict, config inferred from the shapes), carrying CellSAM's licence."""
+    from .. import get_family
+
+    part = part or _default_part(model)
+    if part not in SAM_PARTS:
+        raise InputError(f"unknown CellSAM SAM part {part!r}; known: {', '.join(SAM_PARTS)}")
+    sam = getattr(model.networks, part)
+    if sam is None:
+        raise InputError(f"this CellSAM checkpoint has no {part} (only: model)")
+    state = {k: v.detach().cpu().clone() for k, v in sam.state_dict().items()}
+    name = f"{model.metadata.name or 'cellsam'}-{part}"
+    musam = get_family("microsam").load(Path(f"{name}.pt"), state)
+    musam.metadata.update({"name": name, "source": f"CellSAM checkpoint {model.metadata.name!r}, its {part}",
+                           "licence": model.metadata.licence, "redistributable": model.metadata.redistributable})
+    return musam
+
+
+def _default_part(model: CellSAMModel) -> str:
+    """The SAM that CellSAM itself decodes boxes with."""
+    return "model_cp" if model.networks.uses_model_cp else "model"
+
+
+def _interactive_card(model: CellSAMModel, musam: Any, part: str) -> dict[str, Any]:
+    licence = model.metadata.licence
+    return {"name": str(musam.metadata["name"]),
+            "description": f"The SAM part ({part}) of CellSAM {model.metadata.name!r}: image + point / box prompts -> "
+                           "masks. CellSAM's own detector is not in this package (see the instance_segmentation "
+                           "package). Packaged by samzoo.",
+            "authors": [{"name": "samzoo developers"}], "license": _rdf_licence(licence),
+            "tags": ["cellsam", "segment-anything", "interactive-segmentation"], "version": "0.1.0",
+            "modality": "light microscopy (cells: CellSAM's training data)",
+            "training_data": {"description": "CellSAM's (see its paper)"},
+            "architecture": {"type": "sam", "encoder": f"vit (embed_dim {model.config.embed_dim})", "decoder": "sam"},
+            "intended_use": "prompting CellSAM's SAM with points and boxes, e.g. to correct a cell",
+            "limitations": [licence or "weights trained by their owner"],
+            "citations": [CELLSAM_CITATION, SAM_CITATION, MICRO_SAM_CITATION]}
+
+
+def package_sam_interactive(model: CellSAMModel, outdir: str | Path, *, part: str | None = None, card: Any = None,
+                            formats: Sequence[str] | None = None, sample_image: np.ndarray | None = None,
+                            name: str | None = None, test: bool = False) -> Path:
+    """The SAM part as μSAM's interactive package in ``outdir``, written by the μSAM family
+    (``FamilySpec.package``); returns the zip's path."""
+    from .. import get_family
+
+    part = part or _default_part(model)
+    musam = sam_part(model, part)
+    if name:
+        musam.metadata["name"] = f"{name}-sam"
+    card = _interactive_card(model, musam, part) if card is None else card
+    options: dict[str, Any] = {"card": card, "kinds": ("interactive",)}
+    if formats is not None:
+        options["formats"] = tuple(formats)
+    if sample_image is not None:  # the whole-cell channel, as CellSAM reads it
+        image = np.asarray(sample_image, dtype=np.float32)
+        options["sample_image"] = image[..., 2] if image.ndim == 3 and image.shape[-1] == 3 else image
+    written = get_family("microsam").package(musam, Path(outdir), **options)
+    path = Path(written["interactive"])
+    if test:
+        from bioimageio.core import test_model
+
+        summary = test_model(path)
+        if summary.status != "passed":
+            raise InputError(f"CellSAM's interactive SAM package failed bioimageio.core.test_model: "
+                             f"{summary.format()[:2000]}")
+    return path
+
+
+def _rdf_licence(licence: str | None) -> str:
+    """The rdf's SPDX ``license``: samzoo's code licence for own weights; the official weights'
+    terms are not SPDX, so the code licence plus ``config.samzoo.licence`` (what publishing reads)."""
+    return "MIT" if licence is None else "Apache-2.0"
+
+
+def _package_instance(model: CellSAMModel, outdir: str | Path, *, sample_image: np.ndarray | None,
+                      name: str | None, test: bool) -> Path:
+    """``<outdir>/<name>.zip``: the whole pipeline (kind ``instance_segmentation``)."""
     from ...packaging.portable_rdf import save_portable_package
     from bioimageio.spec.model import v0_5 as spec
 
     from ...io import atomic_path
     from ...packaging.metadata import bioimageio_cite
 
-    if options:
-        raise InputError(f"CellSAM packaging takes no option(s) {', '.join(sorted(options))}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     name = name or model.metadata.name or "cellsam"
@@ -113,7 +231,7 @@ def package_cellsam(model: CellSAMModel, outdir: str | Path, *, sample_image: np
                         "image (blank, nuclear, whole-cell) -> instance labels. Packaged by samzoo.",
             authors=[spec.Author(name="samzoo developers")],
             cite=bioimageio_cite({"citations": [CELLSAM_CITATION]}),
-            license=spec.LicenseId("MIT") if licence is None else spec.LicenseId("Apache-2.0"),
+            license=spec.LicenseId(_rdf_licence(licence)),
             tags=["cellsam", "segment-anything", "instance-segmentation", "detr"],
             version="0.1.0",
             documentation=spec.FileDescr(source=doc),
@@ -161,7 +279,7 @@ def package_cellsam(model: CellSAMModel, outdir: str | Path, *, sample_image: np
                 raise InputError(f"the CellSAM package failed bioimageio.core.test_model: {summary.format()[:2000]}")
         with atomic_path(final) as tmp_zip:
             shutil.copyfile(built, tmp_zip)
-    return {"instance_segmentation": final}
+    return final
 
 
 def _documentation(model: CellSAMModel, licence: str | None) -> str:
