@@ -117,8 +117,20 @@ def _watershed_cases():
 WATERSHED_CASES = _watershed_cases()
 
 
+@pytest.fixture
+def pure_flood(monkeypatch):
+    """The packaged post-processing as it runs without scikit-image (bioimage.io's runtime)."""
+    monkeypatch.setattr(arch, "_scikit_image_watershed", lambda: None)
+
+
+def test_packaged_watershed_uses_scikit_image_when_it_imports():
+    from skimage.segmentation import watershed
+
+    assert arch._scikit_image_watershed() is watershed
+
+
 @pytest.mark.parametrize("case", WATERSHED_CASES, ids=[c[0] for c in WATERSHED_CASES])
-def test_packaged_watershed_equals_scikit_image_byte_for_byte(case):
+def test_packaged_watershed_equals_scikit_image_byte_for_byte(case, pure_flood):
     """``arch.watershed`` with the inputs ``ais.py`` hands scikit-image (8-connected seed labels,
     foreground mask, 4-connected flooding of the smoothed boundary distances) gives the same
     array, dtype included; then the whole packaged post-processing equals samzoo's."""
@@ -130,7 +142,7 @@ def test_packaged_watershed_equals_scikit_image_byte_for_byte(case):
     markers, count = ndimage.label(seeds, structure=np.ones((3, 3), dtype=bool))
     assert count > 3
     expected = watershed(boundary, markers=markers, mask=mask)
-    got = arch.watershed(boundary, markers, mask)
+    got = arch.flood_watershed(boundary, markers, mask)
     assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
     for min_size in (0, 30):
         p = AisParams(**dict(params, min_size=min_size))
@@ -138,7 +150,7 @@ def test_packaged_watershed_equals_scikit_image_byte_for_byte(case):
 
 
 @pytest.mark.parametrize("seed", (5, 13, 17))
-def test_packaged_watershed_equals_scikit_image_on_model_maps(model, seed):
+def test_packaged_watershed_equals_scikit_image_on_model_maps(model, seed, pure_flood):
     """The test model's decoder maps of several images, as float32 and quantised to 8 levels."""
     from skimage.segmentation import watershed
 
@@ -149,7 +161,7 @@ def test_packaged_watershed_equals_scikit_image_on_model_maps(model, seed):
         markers, count = ndimage.label(seeds, structure=np.ones((3, 3), dtype=bool))
         assert count > 1
         expected = watershed(boundary, markers=markers, mask=mask)
-        assert arch.watershed(boundary, markers, mask).tobytes() == expected.tobytes()
+        assert arch.flood_watershed(boundary, markers, mask).tobytes() == expected.tobytes()
         assert arch.watershed_from_maps(values, model.ais_params).tobytes() == \
             watershed_from_prediction(values, params).tobytes()
 
@@ -214,8 +226,7 @@ def test_block_network_equals_samzoo_maps(model):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)  # one-piece vs strip head: rounding
 
 
-def test_imports_only_torch_numpy_scipy():
-    tree = ast.parse(open(ARCH_PATH, encoding="utf-8").read())
+def _import_roots(tree: ast.AST) -> set:
     roots = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -223,6 +234,17 @@ def test_imports_only_torch_numpy_scipy():
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "no relative imports: the file is loaded on its own"
             roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_imports_only_torch_numpy_scipy():
+    """scikit-image only inside the guarded fast path, which falls back when it does not import."""
+    tree = ast.parse(open(ARCH_PATH, encoding="utf-8").read())
+    guarded = [node for node in tree.body
+               if isinstance(node, ast.FunctionDef) and node.name == "_scikit_image_watershed"]
+    assert len(guarded) == 1 and _import_roots(guarded[0]) == {"skimage"}
+    tree.body = [node for node in tree.body if node not in guarded]
+    roots = _import_roots(tree)
     assert roots <= {"__future__", "heapq", "math", "typing", "numpy", "torch", "scipy"}, roots
 
 

@@ -951,6 +951,36 @@ def _sift_pop(heap: List[Tuple[Tuple[float, int], int]]) -> Tuple[Tuple[float, i
 
 
 def watershed(heightmap: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The seeded watershed the packages run: scikit-image's own (C, 10-20x faster) when
+    scikit-image >= 0.26 imports, else :func:`flood_watershed`, which gives the same labels byte
+    for byte without it (bioimage.io's runtime has no scikit-image). Tests bind the two."""
+    fast = _scikit_image_watershed()
+    if fast is None:
+        return flood_watershed(heightmap, markers, mask)
+    return fast(heightmap, markers=markers, mask=mask)
+
+
+def _scikit_image_watershed():
+    """scikit-image's ``watershed`` if version >= 0.26 (the order :func:`flood_watershed` copies)
+    imports cleanly; None otherwise (absent, older, or broken against this numpy)."""
+    global _FAST_WATERSHED
+    if _FAST_WATERSHED is None:
+        _FAST_WATERSHED = False
+        try:
+            import skimage
+            from skimage.segmentation import watershed as fast
+
+            if tuple(int(part) for part in skimage.__version__.split(".")[:2]) >= (0, 26):
+                _FAST_WATERSHED = fast
+        except Exception:  # absent or unusable here: the flood below gives the same labels
+            pass
+    return _FAST_WATERSHED or None
+
+
+_FAST_WATERSHED: Any = None
+
+
+def flood_watershed(heightmap: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``skimage.segmentation.watershed(heightmap, markers, mask=mask)`` (4-connected, no
     compactness, no lines) exactly, label for label, in the markers' dtype.
 
