@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from samzoo import SamzooModel, preset
 from samzoo.families.microsam import bioimageio_architecture as arch
-from samzoo.families.microsam.ais import AisParams, watershed_from_prediction
+from samzoo.families.microsam.ais import AisParams, watershed_from_prediction, watershed_inputs
 from samzoo.families.microsam.ais_decoder import decoder_state
 from samzoo.families.microsam.packaging.weights import normalized_input, packaged_state, prompt_masks
 from samzoo.packaging.samples import synthetic_sample
@@ -44,8 +44,9 @@ def _random_maps(shape, seed):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_heapq_watershed_equals_scikit_image(seed):
-    """The numpy/scipy priority flood gives scikit-image's labels (samzoo's AIS) exactly."""
+def test_packaged_ais_post_processing_equals_samzoo(seed):
+    """``watershed_from_maps`` (the packaged AIS) gives samzoo's AIS labels (scikit-image's
+    watershed) on smooth maps, with and without small-object removal."""
     maps = _random_maps((97, 131), seed)
     maps = (maps - maps.min()) / (maps.max() - maps.min())
     params = AisParams(foreground_threshold=0.45, center_distance_threshold=0.55,
@@ -56,6 +57,113 @@ def test_heapq_watershed_equals_scikit_image(seed):
     assert expected.max() > 3  # a real segmentation, not an empty one
     np.testing.assert_array_equal(got, expected)
     assert got.dtype == np.uint32
+
+
+# ---- the packaged watershed against scikit-image's, byte for byte, where flooding order matters:
+# quantised maps (many equal heights), constant plateaus and seeds that tie ----
+
+def _quantised(maps: np.ndarray, levels: int) -> np.ndarray:
+    return (np.round(maps * (levels - 1)) / (levels - 1)).astype(np.float32)
+
+
+def _target_maps(seed: int) -> np.ndarray:
+    """Decoder-like maps: μSAM's AIS training target (foreground, center and boundary distances)
+    of a synthetic image's labels -- what a well-trained decoder outputs."""
+    from samzoo.families.microsam.training.targets import ais_target
+
+    _, labels = synthetic_sample(160, seed=seed)
+    return ais_target(labels)[1]
+
+
+def _model_maps(model, seed: int) -> np.ndarray:
+    """The random-weight test model's decoder maps of a synthetic image."""
+    image, _ = synthetic_sample(128, seed=seed)
+    with torch.no_grad():
+        return model(normalized_input(model, image[..., None]))[0].numpy()
+
+
+def _plateau_maps() -> np.ndarray:
+    """Three flat discs on a flat background, each holding several separate seeds at one height:
+    every marker and every pixel ties, so only the flooding order decides the labels."""
+    yy, xx = np.mgrid[:90, :120]
+    fg = np.zeros((90, 120), np.float32)
+    center = np.ones((90, 120), np.float32)
+    for cy, cx, r in ((30, 30, 22), (45, 80, 30), (75, 25, 12)):
+        fg[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = 1.0
+    center[::7, ::9] = 0.0  # isolated seed pixels, many per disc
+    boundary = np.where(fg > 0, 0.25, 1.0).astype(np.float32)
+    return np.stack([fg, center, boundary])
+
+
+def _watershed_cases():
+    """(name, maps, AIS parameters) -- maps in [0, 1], as the decoder gives them."""
+    smooth = dict(foreground_smoothing=1.0, distance_smoothing=1.6)
+    raw = dict(foreground_smoothing=0.0, distance_smoothing=0.0)
+    cases = [("plateaus", _plateau_maps(), dict(raw, foreground_threshold=0.5,
+                                                center_distance_threshold=0.5, boundary_distance_threshold=0.5))]
+    for seed in range(3):
+        maps = _random_maps((97, 131), seed)
+        maps = (maps - maps.min()) / (maps.max() - maps.min())
+        for levels in (8, 256):
+            cases.append((f"random{seed}-{levels}levels", _quantised(maps, levels),
+                          dict(raw, foreground_threshold=0.4, center_distance_threshold=0.6,
+                               boundary_distance_threshold=0.6)))
+    for seed in (3, 11, 21):
+        cases.append((f"target{seed}-8levels", _quantised(_target_maps(seed), 8), dict(raw)))
+        cases.append((f"target{seed}-smoothed", _target_maps(seed), dict(smooth)))
+    return cases
+
+
+WATERSHED_CASES = _watershed_cases()
+
+
+@pytest.fixture
+def pure_flood(monkeypatch):
+    """The packaged post-processing as it runs without scikit-image (bioimage.io's runtime)."""
+    monkeypatch.setattr(arch, "_scikit_image_watershed", lambda: None)
+
+
+def test_packaged_watershed_uses_scikit_image_when_it_imports():
+    from skimage.segmentation import watershed
+
+    assert arch._scikit_image_watershed() is watershed
+
+
+@pytest.mark.parametrize("case", WATERSHED_CASES, ids=[c[0] for c in WATERSHED_CASES])
+def test_packaged_watershed_equals_scikit_image_byte_for_byte(case, pure_flood):
+    """``arch.watershed`` with the inputs ``ais.py`` hands scikit-image (8-connected seed labels,
+    foreground mask, 4-connected flooding of the smoothed boundary distances) gives the same
+    array, dtype included; then the whole packaged post-processing equals samzoo's."""
+    from skimage.segmentation import watershed
+
+    _, maps, params = case
+    ais_params = AisParams(**params)
+    mask, seeds, boundary = watershed_inputs(maps[0], maps[1], maps[2], ais_params)
+    markers, count = ndimage.label(seeds, structure=np.ones((3, 3), dtype=bool))
+    assert count > 3
+    expected = watershed(boundary, markers=markers, mask=mask)
+    got = arch.flood_watershed(boundary, markers, mask)
+    assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    for min_size in (0, 30):
+        p = AisParams(**dict(params, min_size=min_size))
+        assert arch.watershed_from_maps(maps, p.to_dict()).tobytes() == watershed_from_prediction(maps, p).tobytes()
+
+
+@pytest.mark.parametrize("seed", (5, 13, 17))
+def test_packaged_watershed_equals_scikit_image_on_model_maps(model, seed, pure_flood):
+    """The test model's decoder maps of several images, as float32 and quantised to 8 levels."""
+    from skimage.segmentation import watershed
+
+    maps = _model_maps(model, seed)
+    for values in (maps, _quantised(maps, 8)):
+        params = AisParams(**model.ais_params)
+        mask, seeds, boundary = watershed_inputs(values[0], values[1], values[2], params)
+        markers, count = ndimage.label(seeds, structure=np.ones((3, 3), dtype=bool))
+        assert count > 1
+        expected = watershed(boundary, markers=markers, mask=mask)
+        assert arch.flood_watershed(boundary, markers, mask).tobytes() == expected.tobytes()
+        assert arch.watershed_from_maps(values, model.ais_params).tobytes() == \
+            watershed_from_prediction(values, params).tobytes()
 
 
 def test_state_dict_layout_is_segment_anything_and_micro_sam(model):
@@ -118,8 +226,7 @@ def test_block_network_equals_samzoo_maps(model):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)  # one-piece vs strip head: rounding
 
 
-def test_imports_only_torch_numpy_scipy():
-    tree = ast.parse(open(ARCH_PATH, encoding="utf-8").read())
+def _import_roots(tree: ast.AST) -> set:
     roots = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -127,6 +234,17 @@ def test_imports_only_torch_numpy_scipy():
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "no relative imports: the file is loaded on its own"
             roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_imports_only_torch_numpy_scipy():
+    """scikit-image only inside the guarded fast path, which falls back when it does not import."""
+    tree = ast.parse(open(ARCH_PATH, encoding="utf-8").read())
+    guarded = [node for node in tree.body
+               if isinstance(node, ast.FunctionDef) and node.name == "_scikit_image_watershed"]
+    assert len(guarded) == 1 and _import_roots(guarded[0]) == {"skimage"}
+    tree.body = [node for node in tree.body if node not in guarded]
+    roots = _import_roots(tree)
     assert roots <= {"__future__", "heapq", "math", "typing", "numpy", "torch", "scipy"}, roots
 
 

@@ -218,3 +218,13 @@ def test_train_step_lowers_the_cellpose_loss():
     with torch.no_grad():
         after = float(cellpose_loss(model.eval()(x), y[:, :2], y[:, 2]))
     assert after < 0.75 * before
+
+
+def test_training_schedule_warms_up_then_halves_over_the_last_steps():
+    from samzoo.families.cellpose_sam.training import TrainPreset, lr_factor
+
+    recipe = TrainPreset(init="cpsam_test", steps=100, batch_size=1, lr=1e-3, warmup_steps=10, decay_steps=20)
+    factors = [lr_factor(recipe, step) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and factors[79] == 1.0
+    assert factors[80] == 0.5 and factors[83] == 0.5 and factors[84] == 0.25 and factors[99] == 0.5 ** 5
+    assert lr_factor(TrainPreset(init="x", steps=10, batch_size=1, lr=1.0), 9) == 1.0  # no decay asked

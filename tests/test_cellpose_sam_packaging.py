@@ -15,8 +15,7 @@ from samzoo.families.cellpose_sam.packaging import network_kwargs, standalone_so
 from _runtime_format import assert_shared_runtime_format
 
 
-@pytest.fixture(scope="module")
-def labelling_model():
+def random_labelling_model():
     """Random weights that still produce objects (strong flows, foreground everywhere)."""
     torch.manual_seed(3)
     model = build("cpsam_test", name="cpsam-test-pk")
@@ -25,6 +24,11 @@ def labelling_model():
         model.net.out.bias[2::3].fill_(3.0)
     model.params = {"flow_threshold": 0.0}
     return model
+
+
+@pytest.fixture(scope="module")
+def labelling_model():
+    return random_labelling_model()
 
 
 def test_standalone_file_runs_without_samzoo_and_equals_samzoo_segment(tmp_path, labelling_model):

@@ -63,7 +63,7 @@ def test_packaged_pipeline_equals_samzoo(tmp_path, adv):
 def test_package_passes_bioimageio_test_and_carries_licence(tmp_path):
     model = _model()
     model.metadata = CellSAMMetadata(name="cellsam-tiny-test", licence=LICENCE_NON_COMMERCIAL, redistributable=False)
-    zip_path = package_cellsam(model, tmp_path, test=True)["instance_segmentation"]
+    zip_path = package_cellsam(model, tmp_path, kinds=["instance_segmentation"], test=True)["instance_segmentation"]
     assert_shared_runtime_format(zip_path)
     from samzoo.publishing._files import restricted_licence
 
@@ -76,3 +76,55 @@ def test_package_passes_bioimageio_test_and_carries_licence(tmp_path):
     with pytest.raises(PublishError) as err:
         publish_zenodo([zip_path], dry_run=True, licence_allows_publishing=True)
     assert "licence" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_sam_part_as_interactive_package_passes_bioimageio_test(tmp_path):
+    """CellSAM's SAM part (model_cp here) through the registry as μSAM's interactive package:
+    bioimageio.core's test passes, the weights are exactly model_cp's, the licence travels."""
+    import zipfile
+
+    from bioimageio.core import test_model
+
+    from samzoo.families.cellsam.packaging import sam_part
+    from samzoo.packaging import package_model
+    from samzoo.publishing._files import restricted_licence
+
+    model = _model(seed=4, adv=True)
+    model.metadata = CellSAMMetadata(name="cellsam-tiny-test", licence=LICENCE_NON_COMMERCIAL, redistributable=False)
+    out = package_model(model, tmp_path, kinds=["interactive"], formats=["pytorch_state_dict"])
+    assert set(out) == {"interactive"}
+    summary = test_model(out["interactive"])
+    assert summary.status == "passed", summary.format()[:2000]
+    assert_shared_runtime_format(out["interactive"])
+    with zipfile.ZipFile(out["interactive"]) as zf:
+        weights = [n for n in zf.namelist() if n.endswith(".pt")]
+        assert len(weights) == 1
+        state = torch.load(zf.open(weights[0]), weights_only=True)
+    expected = model.networks.model_cp.state_dict()
+    assert {k[4:] for k in state} == set(expected)
+    assert all(torch.equal(state[f"sam.{k}"], v) for k, v in expected.items())
+    assert not torch.equal(state["sam.mask_decoder.iou_token.weight"], model.networks.model.mask_decoder.iou_token.weight)
+    assert "non-commercial" in restricted_licence(out["interactive"])
+    # the μSAM model built from the part computes CellSAM's embeddings
+    x = torch.rand(1, 3, TINY.img_size, TINY.img_size)
+    with torch.no_grad():
+        torch.testing.assert_close(sam_part(model).sam.image_encoder(x), model.networks.model_cp.image_encoder(x),
+                                   rtol=0, atol=1e-5)
+
+
+def test_sam_part_choice_and_bad_kinds():
+    from samzoo.errors import InputError
+    from samzoo.families.cellsam.packaging import sam_part
+
+    plain = _model(seed=5, adv=False)
+    part = sam_part(plain)  # no model_cp: the part CellSAM decodes with is model
+    assert all(torch.equal(part.sam.state_dict()[k], v) for k, v in plain.networks.model.state_dict().items())
+    with pytest.raises(InputError, match="no model_cp"):
+        sam_part(plain, "model_cp")
+    with pytest.raises(InputError, match="unknown CellSAM SAM part"):
+        sam_part(plain, "cellfinder")
+    with pytest.raises(InputError, match="unknown CellSAM package kind"):
+        package_cellsam(plain, "unused", kinds=["ais"])
+    with pytest.raises(InputError, match="pytorch_state_dict weights only"):
+        package_cellsam(plain, "unused", formats=["onnx"])

@@ -113,7 +113,9 @@ def test_watershed_equals_scikit_image_on_plateaus(seed):
     markers = postprocess.seed_markers(heights.astype(np.float32), float(np.quantile(heights, 0.8)))
     mask = heights > np.quantile(heights, 0.3)
     assert markers.max() > 20
-    np.testing.assert_array_equal(standalone.watershed(-heights, markers, mask), watershed(-heights, markers, mask=mask))
+    from samzoo.families.microsam.bioimageio_architecture import flood_watershed  # the path without scikit-image
+
+    np.testing.assert_array_equal(flood_watershed(-heights, markers, mask), watershed(-heights, markers, mask=mask))
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -141,6 +143,26 @@ def test_gray_conversion_and_tiling_equal_samzoo():
         maps = [rng.random(c.shape).astype(np.float32) for c in crops]
         np.testing.assert_array_equal(standalone.merge(maps, our_windows, shape, ours[0].shape),
                                       tiling.merge(maps, windows, shape, crops[0].shape))
+
+
+EDGE_SIDES = (1, 2, 63, 64, 100, 191, 192, 193, 255, 256, 257, 258, 383, 384, 385, 449, 450, 513, 701)
+# a shorter side just over 2 overlaps: strides of 1 or 2 px (thousands of crops), so only small partners
+EDGE_SHAPES = [(h, w) for h in EDGE_SIDES for w in EDGE_SIDES] + [(65, 65), (66, 70), (70, 66), (65, 2)]
+
+
+def test_crop_layouts_agree_and_cover_the_image_at_edge_sizes():
+    """samzoo's and the packaged crop layouts are one behaviour at the sizes where the authors'
+    clamps could act (one crop at <= 2 overlaps, crop = shorter side, strides ending exactly at
+    the edge): every window starts inside the image, is not empty, and together they cover it."""
+    for height, width in EDGE_SHAPES:
+        size, pad, windows = tiling.crop_layout((height, width))
+        assert standalone.crop_layout((height, width)) == (size, pad, [tuple(w.__dict__.values()) for w in windows])
+        covered = np.zeros((height, width), bool)
+        for w in windows:
+            assert 0 <= w.y < height and 0 <= w.x < width and w.height > 0 and w.width > 0, (height, width, w)
+            assert w.y == max(0, w.padded_y - pad) and w.x == max(0, w.padded_x - pad)
+            covered[w.y:w.y + w.height, w.x:w.x + w.width] = True
+        assert covered.all(), (height, width)
 
 
 def _standalone_net(model):

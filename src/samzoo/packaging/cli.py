@@ -30,7 +30,7 @@ def register(subparsers) -> None:
                         "pytorch_state_dict,torchscript,onnx); pytorch_state_dict is required")
     p.add_argument("--kinds", type=_formats, default=None, metavar="K[,K]",
                    help="package kinds to write (default: all the model supports; μSAM: ais, ais_network, "
-                        "interactive)")
+                        "interactive; CellSAM: instance_segmentation, interactive = its SAM part)")
     p.add_argument("--sample-image", default=None, metavar="IMAGE",
                    help="image for test tensors and covers (default: the shipped sample, else synthetic)")
     opts.add_offline(p)

@@ -72,10 +72,14 @@ def _sample(side: int, channels: int, seed: int = 0) -> np.ndarray:
 
 
 def _environment(path: Path, with_cellpose: bool) -> Path:
+    """What the architecture file imports (torch, numpy, scipy) at the versions samzoo's other
+    packages ask for, the pydantic pin bioimageio.spec 0.5.12 needs (2.14 breaks descriptions with
+    local files), and for the network kind cellpose (bioimageio.core's cellpose_flow_dynamics
+    imports it)."""
     lines = ["name: cellpose-sam", "channels:", "  - conda-forge", "dependencies:", "  - python>=3.10",
-             "  - pytorch>=2.1", "  - numpy>=1.26", "  - scipy"]
+             "  - pytorch>=2.5", "  - numpy>=1.26", "  - scipy>=1.11", "  - pip", "  - pip:", "      - pydantic<2.14"]
     if with_cellpose:
-        lines += ["  - pip", "  - pip:", "      - cellpose>=4.0,<5"]
+        lines += ["      - cellpose>=4.0,<5"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -180,8 +184,10 @@ def _build(spec, kind: str, model: CellposeSamModel, params, folder: Path, name:
             min_size=max(0, params.min_size), output_dtype="uint32"))]
         out_dtype = "uint32"
     else:
-        image = _sample(320, 3)  # 64 + 4 * 64: a valid size of the parameterised axes
-        size = spec.ParameterizedSize(min=64, step=64)
+        image = _sample(320, 3)
+        # any size from 64 px: the pipeline pads and tiles inside forward, as cellpose does; a coarser
+        # step would make consumers pad images, which shifts percentiles and labels
+        size = spec.ParameterizedSize(min=64, step=1)
         preprocessing = []
         architecture_path = folder / "cellpose_sam_pipeline.py"
         architecture_path.write_text(standalone_source(), encoding="utf-8")

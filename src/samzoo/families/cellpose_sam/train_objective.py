@@ -84,8 +84,8 @@ class CpsamTrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # minutes on a CPU: the small architecture from random weights (training.PRESETS["cpsam-small-cpu"])
-    "cpsam-small-cpu": dict(init_checkpoint="cpsam_small", iterations=300, batch_size=4, lr=5e-4,
-                            warmup_iterations=20, device="cpu"),
+    "cpsam-small-cpu": dict(init_checkpoint="cpsam_small", iterations=700, batch_size=1, lr=4e-4,
+                            warmup_iterations=40, device="cpu"),
     # cellpose's train_seg fine-tuning of the published cpsam (a GPU run)
     "cpsam-finetune": dict(init_checkpoint="cpsam", iterations=50_000, batch_size=1, lr=1e-5,
                            warmup_iterations=5_000, val_every=1000, save_every=1000, log_every=100,

@@ -16,8 +16,10 @@ file loads with a plain strict ``load_state_dict``):
 * torch-em's UNETR decoder without skip connections (μSAM's AIS decoder), with the
   full-resolution head run in row strips to bound memory.
 * samzoo's inference around them: normalization to 0..255, SAM's resize/pad, tiling at native
-  resolution for large images, and the seeded watershed (a priority flood written here with
-  ``heapq``, because scikit-image is not available on every consumer).
+  resolution for large images, and the seeded watershed: scikit-image 0.26's ``watershed``
+  re-implemented exactly (same flooding order, so the same labels on plateaus and quantised
+  maps), because scikit-image is not available on every consumer. SAMCell's packaged pipeline
+  uses it too.
 * The package entry points: :class:`AisInstanceSegmentation` (image -> labels),
   :class:`AisNetwork` (one 0..255 block of the model's input size -> decoder maps; also exported
   to TorchScript / ONNX) and :class:`InteractiveSegmentation` (image + prompts -> masks).
@@ -905,44 +907,141 @@ def tiles(shape: Tuple[int, int], tile: int, halo: int):
 # seeded watershed (numpy / scipy / heapq only)
 # ================================================================================================
 
-def priority_flood(heightmap: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Marker-controlled watershed (4-connected) restricted to ``mask``.
+def _sift_push(heap: List[Tuple[Tuple[float, int], int]], item: Tuple[Tuple[float, int], int]) -> None:
+    """scikit-image's heap push: sift up while strictly smaller than the parent (key = (cost, age))."""
+    heap.append(item)
+    key = item[0]
+    child = len(heap) - 1
+    while child:
+        parent = (child - 1) >> 1
+        above = heap[parent]
+        if key < above[0]:
+            heap[child] = above
+            child = parent
+        else:
+            break
+    heap[child] = item
 
-    Same flooding order as scikit-image's ``watershed``: a priority queue of (height, age);
-    a pixel takes the label of the neighbour that first reaches it, when that neighbour is taken
-    from the queue. Written with heapq because scikit-image is not on every consumer's runtime.
+
+def _sift_pop(heap: List[Tuple[Tuple[float, int], int]]) -> Tuple[Tuple[float, int], int]:
+    """scikit-image's heap pop: the last item moves to the root and sinks while a child is strictly
+    smaller (the left child preferred unless the right one is strictly smaller still)."""
+    top = heap[0]
+    last = heap.pop()
+    count = len(heap)
+    if not count:
+        return top
+    key = last[0]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= count:
+            break
+        smaller = heap[child]
+        if child + 1 < count and heap[child + 1][0] < smaller[0]:
+            child += 1
+            smaller = heap[child]
+        if smaller[0] < key:
+            heap[i] = smaller
+            i = child
+        else:
+            break
+    heap[i] = last
+    return top
+
+
+def watershed(heightmap: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The seeded watershed the packages run: scikit-image's own (C, 10-20x faster) when
+    scikit-image >= 0.26 imports, else :func:`flood_watershed`, which gives the same labels byte
+    for byte without it (bioimage.io's runtime has no scikit-image). Tests bind the two."""
+    fast = _scikit_image_watershed()
+    if fast is None:
+        return flood_watershed(heightmap, markers, mask)
+    return fast(heightmap, markers=markers, mask=mask)
+
+
+def _scikit_image_watershed():
+    """scikit-image's ``watershed`` if version >= 0.26 (the order :func:`flood_watershed` copies)
+    imports cleanly; None otherwise (absent, older, or broken against this numpy)."""
+    global _FAST_WATERSHED
+    if _FAST_WATERSHED is None:
+        _FAST_WATERSHED = False
+        try:
+            import skimage
+            from skimage.segmentation import watershed as fast
+
+            if tuple(int(part) for part in skimage.__version__.split(".")[:2]) >= (0, 26):
+                _FAST_WATERSHED = fast
+        except Exception:  # absent or unusable here: the flood below gives the same labels
+            pass
+    return _FAST_WATERSHED or None
+
+
+_FAST_WATERSHED: Any = None
+
+
+def flood_watershed(heightmap: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``skimage.segmentation.watershed(heightmap, markers, mask=mask)`` (4-connected, no
+    compactness, no lines) exactly, label for label, in the markers' dtype.
+
+    Why not scikit-image: it is not on bioimage.io's runtime. Why not a plain ``heapq`` flood:
+    the labels depend on the flooding order wherever heights tie (plateaus, quantised maps), and
+    scikit-image's order is: markers (inside ``mask``) pushed in raster order with key (height,
+    age 0); a pixel labelled when first pushed, by the pixel being expanded, with key (max(its
+    height, that pixel's cost), next age). Keys tie only between markers of equal height (every
+    other age is unique); while such ties remain queued, scikit-image's own binary heap (strict
+    comparisons on the key) is mimicked, since its pop order among equal keys decides. After
+    that all keys are distinct, every correct heap pops the same order, and ``heapq`` (in C)
+    takes over from the same array.
     """
     h, w = heightmap.shape
-    width = w + 2  # a one-pixel frame of masked-out pixels removes bounds checks
+    width = w + 2  # a frame of masked-out pixels: no bounds checks
     values = np.zeros((h + 2, width), np.float64)
     values[1:-1, 1:-1] = heightmap
     allowed = np.zeros((h + 2, width), bool)
     allowed[1:-1, 1:-1] = mask
     labels = np.zeros((h + 2, width), np.int64)
-    labels[1:-1, 1:-1] = markers
-    flat_values = values.ravel().tolist()
-    flat_labels = labels.ravel()
-    free = (allowed & (labels == 0)).ravel()
-    out = flat_labels.tolist()
-    free_list = free.tolist()
-    starts = np.flatnonzero(flat_labels)
-    heap = [(flat_values[i], 0, int(i)) for i in starts]
-    heapq.heapify(heap)
+    labels[1:-1, 1:-1] = np.where(mask, markers, 0)
+    height = values.ravel().tolist()
+    out = labels.ravel().tolist()
+    free = (allowed & (labels == 0)).ravel().tolist()
+    starts = np.flatnonzero(labels.ravel()).tolist()
     offsets = (-width, -1, 1, width)
-    age = 0
-    pop, push = heapq.heappop, heapq.heappush
-    while heap:
-        _, _, index = pop(heap)
+    age = 1
+    marker_heights = values.ravel()[starts]
+    queued = dict(zip(*(v.tolist() for v in np.unique(marker_heights, return_counts=True))))
+    tied = sum(1 for c in queued.values() if c > 1)  # heights shared by markers still queued
+    heap: List[Tuple[Tuple[float, int], int]] = []
+    for i in starts:
+        _sift_push(heap, ((height[i], 0), i))
+    while tied:
+        (cost, item_age), index = _sift_pop(heap)
+        if item_age == 0:
+            queued[cost] -= 1
+            tied -= queued[cost] == 1
         label = out[index]
         for off in offsets:
             n = index + off
-            if free_list[n]:
-                free_list[n] = False
+            if free[n]:
+                free[n] = False
                 out[n] = label
                 age += 1
-                push(heap, (flat_values[n], age, n))
-    result = np.asarray(out, np.int64).reshape(h + 2, width)[1:-1, 1:-1]
-    return result
+                value = height[n]
+                _sift_push(heap, ((value if value > cost else cost, age), n))
+    items = [(c, a, i) for (c, a), i in heap]  # still a heap: keys are distinct now
+    pop, push = heapq.heappop, heapq.heappush
+    while items:
+        cost, _, index = pop(items)
+        label = out[index]
+        for off in offsets:
+            n = index + off
+            if free[n]:
+                free[n] = False
+                out[n] = label
+                age += 1
+                value = height[n]
+                push(items, (value if value > cost else cost, age, n))
+    return np.asarray(out, np.int64).reshape(h + 2, width)[1:-1, 1:-1].astype(np.asarray(markers).dtype)
 
 
 def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
@@ -959,14 +1058,14 @@ def watershed_from_maps(maps: np.ndarray, params: Mapping[str, Any]) -> np.ndarr
     mask = fg > p["foreground_threshold"]
     seeds = (center < p["center_distance_threshold"]) & (boundary < p["boundary_distance_threshold"]) & mask
     markers, _ = ndimage.label(seeds, structure=np.ones((3, 3), dtype=bool))
-    labels = priority_flood(boundary, markers, mask)
+    labels = watershed(boundary, markers, mask)
     min_size = int(p["min_size"])
     if min_size > 0:
         sizes = np.bincount(labels.ravel())
         small = sizes < min_size
         small[0] = False
         if small.any():
-            labels = priority_flood(boundary, np.where(small[labels], 0, labels), mask)
+            labels = watershed(boundary, np.where(small[labels], 0, labels), mask)
     ids, inverse = np.unique(labels, return_inverse=True)
     if ids[0] != 0:
         inverse = inverse + 1
@@ -1144,3 +1243,4 @@ class InteractiveSegmentation(MicroSam):
         masks, scores = self.prompt_masks(embeddings, input_shape, original, box_prompts, point_prompts,
                                           point_labels, mask_prompts)
         return masks, scores, embeddings
+

@@ -12,10 +12,8 @@ scikit-image counterpart):
 * :func:`resize_linear` -- ``cv2.resize(..., INTER_LINEAR)`` on float32 maps;
 * :func:`outer_contours` -- ``cv2.findContours(RETR_EXTERNAL, CHAIN_APPROX_SIMPLE)`` (Suzuki's
   border following) and :func:`polygon_centroid` -- ``cv2.moments`` of those polygons;
-* :func:`watershed` -- scikit-image 0.26's ``watershed`` (a pixel's cost is at least its parent's;
-  ties among markers resolved by the same binary heap).
-
-The SAM modules come from μSAM's self-contained architecture file.
+The SAM modules and the seeded watershed (scikit-image 0.26's ``watershed``, exactly) come from
+μSAM's self-contained architecture file.
 
 The packaging step concatenates μSAM's architecture file and this one into the package's single
 architecture file (relative imports removed).
@@ -23,7 +21,6 @@ architecture file (relative imports removed).
 
 from __future__ import annotations
 
-import heapq
 import math
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
@@ -33,7 +30,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ..microsam.bioimageio_architecture import Config, Sam
+from ..microsam.bioimageio_architecture import Config, Sam, watershed
 
 CROP = 256
 OVERLAP = 32
@@ -225,10 +222,8 @@ def crop_layout(shape: Tuple[int, int], crop: int = CROP, overlap: int = OVERLAP
         for c in range(cols):
             py = r * stride + overlap if r < rows - 1 else padded_h - crop
             px = c * stride + overlap if c < cols - 1 else padded_w - crop
-            y, x = min(max(0, py - overlap), height), min(max(0, px - overlap), width)
-            h, w = max(0, min(crop, height - y)), max(0, min(crop, width - x))
-            if h > 0 and w > 0:
-                windows.append((py, px, y, x, h, w))
+            y, x = max(0, py - overlap), max(0, px - overlap)  # inside the image: see tiling.crop_layout
+            windows.append((py, px, y, x, min(crop, height - y), min(crop, width - x)))
     return crop, overlap, windows
 
 
@@ -356,101 +351,6 @@ def seed_markers(distance: np.ndarray, peak_threshold: float) -> np.ndarray:
         x, y = polygon_centroid(contour)
         markers[min(max(0, y), markers.shape[0] - 1), min(max(0, x), markers.shape[1] - 1)] = i + 1
     return markers
-
-
-class _MarkerHeap:
-    """scikit-image's binary heap (sift-up and sift-down with strict comparisons on (cost, age)):
-    its pop order among equal keys decides which of several -inf markers floods first."""
-
-    def __init__(self) -> None:
-        self.items: List[Tuple[float, int, int]] = []
-
-    def push(self, item: Tuple[float, int, int]) -> None:
-        items = self.items
-        items.append(item)
-        child = len(items) - 1
-        while child > 0:
-            parent = (child - 1) // 2
-            if items[child][:2] < items[parent][:2]:
-                items[child], items[parent] = items[parent], items[child]
-                child = parent
-            else:
-                break
-
-    def pop(self) -> Tuple[float, int, int]:
-        items = self.items
-        top = items[0]
-        last = items.pop()
-        if not items:
-            return top
-        items[0] = last
-        i, count = 0, len(items)
-        while True:
-            left, right, smallest = 2 * i + 1, 2 * i + 2, i
-            if left >= count:
-                break
-            if items[left][:2] < items[i][:2]:
-                smallest = left
-            if right < count and items[right][:2] < items[smallest][:2]:
-                smallest = right
-            if smallest == i:
-                break
-            items[i], items[smallest] = items[smallest], items[i]
-            i = smallest
-        return top
-
-
-def watershed(heightmap: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``skimage.segmentation.watershed(heightmap, markers, mask=mask)`` (4-connected, no
-    compactness, no lines), same flooding order: markers (inside ``mask``) are pushed in raster
-    order with their height and age 0; a pixel is labelled when first pushed, with cost max(its
-    height, its parent's cost) and the next age. While markers remain in the queue, keys can tie
-    (age 0), so scikit-image's heap is mimicked; after that every key is distinct and ``heapq``
-    pops the same order."""
-    h, w = heightmap.shape
-    width = w + 2  # a frame of masked-out pixels: no bounds checks
-    values = np.zeros((h + 2, width), np.float64)
-    values[1:-1, 1:-1] = heightmap
-    allowed = np.zeros((h + 2, width), bool)
-    allowed[1:-1, 1:-1] = mask
-    labels = np.zeros((h + 2, width), np.int64)
-    labels[1:-1, 1:-1] = np.where(mask, markers, 0)
-    height = values.ravel().tolist()
-    out = labels.ravel().tolist()
-    free = (allowed & (labels == 0)).ravel().tolist()
-    starts = np.flatnonzero(labels.ravel()).tolist()
-    offsets = (-width, -1, 1, width)
-    age = 1
-    heap = _MarkerHeap()
-    for i in starts:
-        heap.push((height[i], 0, i))
-    markers_left = len(starts)
-    items: List[Tuple[float, int, int]] = heap.items
-    while markers_left:
-        cost, item_age, index = heap.pop()
-        markers_left -= item_age == 0
-        label = out[index]
-        for off in offsets:
-            n = index + off
-            if free[n]:
-                free[n] = False
-                out[n] = label
-                age += 1
-                heap.push((max(height[n], cost), age, n))
-    heapq.heapify(items)
-    pop, push = heapq.heappop, heapq.heappush
-    while items:
-        cost, _, index = pop(items)
-        label = out[index]
-        for off in offsets:
-            n = index + off
-            if free[n]:
-                free[n] = False
-                out[n] = label
-                age += 1
-                value = height[n]
-                push(items, (value if value > cost else cost, age, n))
-    return np.asarray(out, np.int64).reshape(h + 2, width)[1:-1, 1:-1]
 
 
 def labels_from_distance_map(distance: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:

@@ -49,7 +49,13 @@ def blending_mask(size: int, overlap: int) -> np.ndarray:
 
 
 def crop_layout(shape: tuple[int, int], crop: int = CROP, overlap: int = OVERLAP) -> tuple[int, int, list[Window]]:
-    """(crop size, padding, windows) for an image of ``shape``."""
+    """(crop size, padding, windows) for an image of ``shape``.
+
+    Every window starts inside the image and is not empty: the crop is at most the shorter side
+    and larger than twice the overlap, so a row's origin ``r * stride`` (not last) or ``height +
+    overlap - crop`` (last) lies in ``0 .. height - 1``. The authors clamp the origin to the image
+    and drop empty windows too; those clamps can never act and are left out (here and in the
+    packaged ``standalone.crop_layout``; tests check both against each other over many sizes)."""
     height, width = shape
     if height < crop or width < crop:
         crop = min(height, width)
@@ -64,10 +70,7 @@ def crop_layout(shape: tuple[int, int], crop: int = CROP, overlap: int = OVERLAP
             py = r * stride + overlap if r < rows - 1 else padded_h - crop
             px = c * stride + overlap if c < cols - 1 else padded_w - crop
             y, x = max(0, py - overlap), max(0, px - overlap)
-            y, x = min(y, height), min(x, width)
-            h, w = max(0, min(crop, height - y)), max(0, min(crop, width - x))
-            if h > 0 and w > 0:
-                windows.append(Window(py, px, y, x, h, w))
+            windows.append(Window(py, px, y, x, min(crop, height - y), min(crop, width - x)))
     return crop, overlap, windows
 
 

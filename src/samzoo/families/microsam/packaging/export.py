@@ -519,6 +519,8 @@ class _Build:
             "card": json.loads(json.dumps(self.card, default=str)),
             "samzoo_version": _samzoo_version(),
         }
+        if self.model.metadata.get("redistributable") is False:  # e.g. CellSAM's SAM part: publishing refuses
+            samzoo_cfg.update(redistributable=False, licence=self.model.metadata.get("licence"))
         extra = {name: dict(entry) for name, entry in (extra_files or {}).items()}
         if extra:
             samzoo_cfg["onnx"] = {name: {**entry, "source": Path(entry["source"]).name} for name, entry in extra.items()}
