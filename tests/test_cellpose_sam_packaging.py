@@ -12,6 +12,7 @@ import torch
 from samzoo.families.cellpose_sam import build
 from samzoo.families.cellpose_sam.inference import segment_image
 from samzoo.families.cellpose_sam.packaging import network_kwargs, standalone_source
+from _runtime_format import assert_shared_runtime_format
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,7 @@ def test_both_package_kinds_pass_bioimageio_test(tmp_path, labelling_model):
     written = get_family("cellpose_sam").package(labelling_model, tmp_path)
     assert set(written) == {"network", "instance"}
     for kind, path in written.items():
+        assert_shared_runtime_format(path)
         summary = test_model(path)
         failed = [d.name for d in summary.details if d.status == "failed"]
         assert summary.status == "passed", (kind, failed)

@@ -15,6 +15,7 @@ from samzoo.families.cellsam import LICENCE_NON_COMMERCIAL, TINY, CellSAMParams,
 from samzoo.families.cellsam.model import CellSAMMetadata
 from samzoo.families.cellsam.packaging import architecture_source, build_packaged, package_cellsam
 from samzoo.families.cellsam.segment import segment_image
+from _runtime_format import assert_shared_runtime_format
 
 
 def _model(seed=0, adv=True):
@@ -63,6 +64,7 @@ def test_package_passes_bioimageio_test_and_carries_licence(tmp_path):
     model = _model()
     model.metadata = CellSAMMetadata(name="cellsam-tiny-test", licence=LICENCE_NON_COMMERCIAL, redistributable=False)
     zip_path = package_cellsam(model, tmp_path, test=True)["instance_segmentation"]
+    assert_shared_runtime_format(zip_path)
     from samzoo.publishing._files import restricted_licence
 
     assert "non-commercial" in restricted_licence(zip_path)

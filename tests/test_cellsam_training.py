@@ -34,6 +34,20 @@ def test_hungarian_match_pairs_each_box_with_its_query():
     assert dict(zip(g.tolist(), q.tolist())) == {0: 2, 1: 0}
 
 
+def test_hungarian_match_trades_focal_class_cost_against_box_cost():
+    """Query A has the exact box at p = 0.5, query B a box shifted right by ``shift`` at p = 0.9.
+    Class cost (alpha 0.25, gamma 2): 2 * [0.25 (1-p)^2 (-ln p) - 0.75 p^2 (-ln(1-p))] is
+    -0.173 for A and -2.798 for B, so B is cheaper by 2.625 in class cost. Box cost of B over A
+    (widths 0.2, same y extent): shift 0.1 -> 5 * 0.1 + 2 * (1 - 1/3) = 1.833 < 2.625, B wins;
+    shift 0.2 (boxes touch, GIoU 0) -> 5 * 0.2 + 2 * 1 = 3.0 > 2.625, A wins."""
+    gt = torch.tensor([[0.3, 0.5, 0.2, 0.2]])
+    logits = torch.tensor([[0.0, -9.0], [float(np.log(9.0)), -9.0]])  # p = 0.5 and 0.9 for class 0
+    for shift, winner in ((0.1, 1), (0.2, 0)):
+        preds = torch.tensor([[0.3, 0.5, 0.2, 0.2], [0.3 + shift, 0.5, 0.2, 0.2]])
+        q, g = hungarian_match(logits, preds, gt, torch.zeros(1, dtype=torch.long), _w())
+        assert (q.tolist(), g.tolist()) == ([winner], [0]), shift
+
+
 def _w():
     from samzoo.families.cellsam.losses import DetrLossWeights
 

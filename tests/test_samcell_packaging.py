@@ -25,6 +25,7 @@ from samzoo.families.samcell.model import SamcellModel
 from samzoo.families.samcell.packaging import architecture_source, package_samcell
 from samzoo.families.samcell.postprocess import SamcellParams
 from samzoo.families.samcell.segment import distance_map, segment_image
+from _runtime_format import assert_shared_runtime_format
 
 
 def textured(shape, seed: int, low: int = 20, span: int = 200) -> np.ndarray:
@@ -217,6 +218,7 @@ def test_packages_pass_test_model_and_give_samzoo_labels(model, packages):
                           "size_mb": round(path.stat().st_size / 1e6, 2)}
         with zipfile.ZipFile(path) as zf:
             assert "samcell_architecture.py" in zf.namelist()
+        assert_shared_runtime_format(path)
 
     # instance: samzoo segment's labels on images that are not the test image (8-bit, 16-bit)
     sixteen = (textured((300, 330), 12).astype(np.uint16) * 250 + 1000).astype(np.uint16)

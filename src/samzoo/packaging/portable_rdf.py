@@ -84,6 +84,17 @@ def _yaml():
     return yaml
 
 
+def save_portable_package(description: Any, path: str | os.PathLike, **save_kwargs: Any) -> Path:
+    """Write ``description`` as the package zip ``path`` with bioimageio.spec's
+    ``save_bioimageio_package`` and declare it as format 0.5.10 (:func:`make_portable`). Every
+    family writes its zips through this, so no package needs a newer spec than bioimage.io's runtime."""
+    from bioimageio.spec import save_bioimageio_package
+
+    save_bioimageio_package(description, output_path=Path(path), **save_kwargs)
+    make_portable(path)
+    return Path(path)
+
+
 def make_portable(package: str | os.PathLike) -> None:
     """Rewrite the rdf.yaml of the package zip ``package`` (in place, other members unchanged)
     with :func:`portable_description`, after checking the result with the installed

@@ -96,7 +96,7 @@ def _documentation(path: Path, kind: str, model: CellposeSamModel, params: dict[
 def package_model(model: CellposeSamModel, outdir: str | os.PathLike, *, kinds: Sequence[str] = KINDS,
                   license: str | None = None, **_: Any) -> dict[str, Path]:
     """Write ``{kind}.zip`` packages of ``model`` into ``outdir``; returns ``{kind: zip path}``."""
-    from bioimageio.spec import save_bioimageio_package
+    from ...packaging.portable_rdf import save_portable_package
     from bioimageio.spec.model import v0_5 as spec
 
     from ...io import atomic_path
@@ -127,7 +127,7 @@ def package_model(model: CellposeSamModel, outdir: str | os.PathLike, *, kinds: 
                 description = _build(spec, kind, model, params, folder, name, licence, keep_labels=True)
             target = outdir / f"{name}-{kind}.zip"
             with atomic_path(target) as temp:
-                save_bioimageio_package(description, output_path=temp)
+                save_portable_package(description, temp)
             written[kind] = target
     return written
 

@@ -72,7 +72,7 @@ def package_cellsam(model: CellSAMModel, outdir: str | Path, *, sample_image: np
     """Write ``<outdir>/<name>.zip`` (kind ``instance_segmentation``); returns ``{kind: path}``.
     ``sample_image``: (H, W, 3) test input (default: synthetic cells); ``test``: run
     ``bioimageio.core.test_model`` on the written zip."""
-    from bioimageio.spec import save_bioimageio_package
+    from ...packaging.portable_rdf import save_portable_package
     from bioimageio.spec.model import v0_5 as spec
 
     from ...io import atomic_path
@@ -158,7 +158,7 @@ def package_cellsam(model: CellSAMModel, outdir: str | Path, *, sample_image: np
                 "metadata": json.loads(json.dumps(model.metadata.to_dict(), default=str))}),
         )
         built = work / final.name
-        save_bioimageio_package(descr, output_path=built)
+        save_portable_package(descr, built)
         if test:
             from bioimageio.core import test_model
 

@@ -8,11 +8,24 @@ Two objectives, trained in alternating steps on random crops of (image, label) p
   re-training, ViT blocks frozen): each object's box is the prompt, the loss is BCE + Dice on the
   mask plus MSE of the predicted IoU against the mask's real IoU.
 
-``PRESETS["cpu-small"]`` trains a small CellSAM from scratch in minutes on 2 CPU cores. Measured on
+``PRESETS["cpu-small"]`` trains a small CellSAM from scratch on 2 CPU cores. Measured on
 dsb2018-nuclei (150 steps, 200 train images, 8 min on a shared 2-core machine): detector loss
-12.3 -> 10.5, SAM loss 1.45 -> 1.00, but the detector is still collapsed (all queries score alike),
-so end-to-end held-out mSA stays 0; SAM prompted with ground-truth boxes reaches SA@0.3 0.10 on
-held-out crops (random init: 0.0). A useful detector needs GPU-scale training. Run::
+12.3 -> 10.5, SAM loss 1.45 -> 1.00, SAM prompted with ground-truth boxes SA@0.3 0.10 on held-out
+crops (random init: 0.0), but the detector collapses (all queries score alike), so end-to-end
+held-out mSA stays 0. Why (measured 2026-12-02, detector only, 128-px crops): Anchor DETR's
+queries share ONE pattern embedding and differ only through their anchor's sine encoding, which
+enters solely through the row/column attention weights; at random init those are uniform (largest
+column weight 0.069 vs 1/16 = 0.0625), so every query reads the same image average (query features
+differ by std 2e-4, logits by 5e-5) and the focal loss drives all of them to the same score.
+The loss is not the cause (matching and focal/L1/GIoU terms are checked by hand in the tests): on 4
+fixed training crops the symmetry breaks after 100-200 steps (patch 16, 64 grid anchors, lr 1e-3:
+recall@0.5 of the top-K boxes on those crops 0.28 at 200 steps; lr 3e-3 with warm-up did not break
+it in 200 steps). On the real training set it did not: 1250 steps (lr 1e-3, backbone factor 1,
+clip 1, 64 grid anchors, patch 16) left the score spread across queries < 1e-8 and held-out top-K
+recall@0.5 <= 0.01; 300-600-step runs with backbone factor 0, patch 8, or xavier /
+identity-position / tied query-key initialisations stayed collapsed too, as does the preset.
+The published CellFinder fine-tunes a SAM-initialised trunk (lr 1e-5) for 500 epochs on 16 GPUs;
+from random features a useful detector needs GPU-scale training, so the preset is unchanged. Run::
 
     python -m samzoo.families.cellsam.training --data ../shared/data/dsb2018-nuclei -o cellsam-small.pt
 """

@@ -102,6 +102,7 @@ def package_samcell(model: SamcellModel, outdir: str | Path, *, kinds: Sequence[
     nuclei, 256 px); ``card``: model card (YAML path or mapping) whose ``name``, ``description``
     and ``license`` the packages take; ``test``: run ``bioimageio.core.test_model`` on each zip."""
     from ...io import atomic_path
+    from ...packaging.portable_rdf import save_portable_package
     from ...outputs import check_writable_folder
 
     if options:
@@ -133,9 +134,7 @@ def package_samcell(model: SamcellModel, outdir: str | Path, *, kinds: Sequence[
             folder.mkdir()
             descr = _describe(kind, model, module, gray, folder, arch, weights, name, info)
             built = folder / f"{stem}-{kind}.zip"
-            from bioimageio.spec import save_bioimageio_package
-
-            save_bioimageio_package(descr, output_path=built)
+            save_portable_package(descr, built)
             if test:
                 from bioimageio.core import test_model
 

@@ -949,10 +949,10 @@ def _write_zips(descrs: Mapping[str, Any], finals: Mapping[str, Path], outdir: P
     import contextlib
     from zipfile import ZIP_STORED
 
-    from bioimageio.spec import ValidationContext, save_bioimageio_package
+    from bioimageio.spec import ValidationContext
 
     from ....io import atomic_path
-    from ....packaging.portable_rdf import make_portable
+    from ....packaging.portable_rdf import save_portable_package
 
     with contextlib.ExitStack() as pending:
         for kind, descr in descrs.items():
@@ -960,6 +960,6 @@ def _write_zips(descrs: Mapping[str, Any], finals: Mapping[str, Path], outdir: P
             # the files were hashed and the description fully validated while it was built; the
             # reload of the written zip then checks the structure without hashing every file again
             with ValidationContext(perform_io_checks=False, log_warnings=False):
-                save_bioimageio_package(descr, output_path=tmp, compression=ZIP_STORED)
-            make_portable(tmp)  # format 0.5.10: bioimage.io's runtime (spec 0.5.10) and spec 0.5.12 accept it
+                # format 0.5.10: bioimage.io's runtime (spec 0.5.10) and spec 0.5.12 accept it
+                save_portable_package(descr, tmp, compression=ZIP_STORED)
     return {kind: finals[kind] for kind in descrs}
