@@ -1,8 +1,8 @@
 """Cellpose-SAM inference speed and peak memory: samzoo vs cellpose, same weights, same images, CPU.
 
 Run by hand: PYTHONPATH=src python benchmarks/cellpose_sam_speed.py [--arch cpsam|cpsam_small]
-[--sizes 512 2048] [--threads 2]. Each (implementation, size) runs in its own process so peak RSS
-is that run's alone. cellpose runs with float32 weights (use_bfloat16=False) so labels can be
+[--sizes 512 2048] [--threads 2] [--strong-head] [--flow-threshold 0.4]. Each (implementation, size)
+runs in its own process so peak RSS is that run's alone; wall and process-CPU seconds are recorded. cellpose runs with float32 weights (use_bfloat16=False) so labels can be
 compared; its bfloat16 default is slower on CPUs without bf16 units. Results:
 benchmarks/results/cellpose_sam_speed_<arch>.json (seconds, ratio samzoo/cellpose, peak RSS, mSA
 agreement of the labels)."""
@@ -63,7 +63,7 @@ def _cellpose_small(weights: str):
     return model
 
 
-def _worker(impl: str, arch: str, weights: str, side: int, threads: int, out: str) -> None:
+def _worker(impl: str, arch: str, weights: str, side: int, threads: int, out: str, flow_threshold: float) -> None:
     import torch
 
     import samzoo  # noqa: F401
@@ -76,19 +76,22 @@ def _worker(impl: str, arch: str, weights: str, side: int, threads: int, out: st
             model = CellposeModel(pretrained_model=weights, use_bfloat16=False)
         else:  # cellpose's CPSAM/CellposeModel code with the small ViT (CellposeModel builds ViT-L only)
             model = _cellpose_small(weights)
-        started = time.perf_counter()
-        labels = model.eval(image)[0]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        labels, flows, _ = model.eval(image, flow_threshold=flow_threshold)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        np.save(out.replace(".npy", "_flows.npy"), np.concatenate([flows[1], flows[2][None]]).astype(np.float32))
     else:
         from samzoo.families.cellpose_sam import load
         from samzoo.families.cellpose_sam.inference import segment_image
 
         model = load(weights)
-        started = time.perf_counter()
-        labels = segment_image(image, model, progress=False)
-    seconds = time.perf_counter() - started
+        started, cpu_started = time.perf_counter(), time.process_time()
+        labels = segment_image(image, model, params={"flow_threshold": flow_threshold}, progress=False)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     np.save(out, labels.astype(np.uint32))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "objects": int(labels.max())}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak,
+                      "objects": int(labels.max())}))
 
 
 def main() -> None:
@@ -97,6 +100,12 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="cellpose-layout file (default: random weights)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--strong-head", action="store_true",
+                        help="random weights with the head scaled so that the whole image is foreground and the "
+                             "flows make hundreds of masks (realistic post-processing load)")
+    parser.add_argument("--flow-threshold", type=float, default=0.4,
+                        help="flow-error QC threshold for both tools (a large value runs the QC but keeps "
+                             "the masks of random flows, so the labels can be compared)")
     args = parser.parse_args()
     import torch
 
@@ -108,7 +117,12 @@ def main() -> None:
     weights = args.weights
     if weights is None:
         torch.manual_seed(0)
-        weights = str(save_checkpoint(build(args.arch), tmp / f"{args.arch}_random", cellpose_layout=True))
+        model = build(args.arch)
+        if args.strong_head:  # as tests' labelling_model: strong flows, foreground everywhere
+            with torch.no_grad():
+                model.net.out.weight.mul_(20)
+                model.net.out.bias[2::3].fill_(3.0)
+        weights = str(save_checkpoint(model, tmp / f"{args.arch}_random", cellpose_layout=True))
     elif not weights.endswith("_cellpose"):
         weights = str(save_checkpoint(load(weights), tmp / "weights_cellpose", cellpose_layout=True))
     rows = []
@@ -117,20 +131,33 @@ def main() -> None:
         for impl in ("cellpose", "samzoo"):
             out = tmp / f"{impl}_{side}.npy"
             done = subprocess.run([sys.executable, __file__, "--worker", impl, args.arch, weights, str(side),
-                                   str(args.threads), str(out)], capture_output=True, text=True, check=True)
+                                   str(args.threads), str(out), str(args.flow_threshold)],
+                                  capture_output=True, text=True, check=True)
             row[impl] = json.loads(done.stdout.strip().splitlines()[-1])
         row["ratio"] = row["samzoo"]["seconds"] / row["cellpose"]["seconds"]
+        # with --threads 1 the process CPU time is the work done, whatever else the machine runs
+        row["cpu_ratio"] = row["samzoo"]["cpu_seconds"] / row["cellpose"]["cpu_seconds"]
         ref, own = np.load(tmp / f"cellpose_{side}.npy"), np.load(tmp / f"samzoo_{side}.npy")
         row["msa_agreement"] = mean_segmentation_accuracy(ref, own)[0] if ref.max() or own.max() else 1.0
+        # random weights give chaotic flows, where 1e-6 rounding differences of the network move end
+        # points across histogram bins; the same flows must give exactly the same labels
+        from samzoo.families.cellpose_sam.pipeline import flows_to_labels
+
+        ref_flows = np.load(tmp / f"cellpose_{side}_flows.npy")
+        same_flows = flows_to_labels(ref_flows, flow_threshold=args.flow_threshold)
+        row["labels_equal_on_cellpose_flows"] = bool(np.array_equal(same_flows, ref))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"arch": args.arch, "weights": args.weights or "random", "threads": args.threads, "rows": rows}
-    path = Path(__file__).with_name("results") / f"cellpose_sam_speed_{args.arch}.json"
+    result = {"arch": args.arch, "weights": args.weights or ("random, strong head" if args.strong_head else "random"),
+              "threads": args.threads, "flow_threshold": args.flow_threshold, "rows": rows}
+    suffix = "_strong" if args.strong_head else ""
+    path = Path(__file__).with_name("results") / f"cellpose_sam_speed_{args.arch}{suffix}.json"
     path.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        _worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
+        _worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7],
+                float(sys.argv[8]))
     else:
         main()

@@ -130,8 +130,14 @@ def test_dynamics_equal_cellpose_on_the_same_flows(seed):
 
 
 def test_flow_targets_equal_cellpose():
-    labels, _ = _blobs((150, 170), 12, 5)
-    np.testing.assert_array_equal(own_dynamics.masks_to_flows(labels), cp_dynamics.masks_to_flows_gpu(labels)[0])
+    # Equal up to float64 summation order: samzoo adds the nine neighbours in cellpose's order,
+    # cellpose's torch .sum(dim=0) reorders them for some pixel counts (differences ~1e-16).
+    for shape, n, seed in (((150, 170), 12, 5), ((256, 300), 60, 6)):
+        labels, _ = _blobs(shape, n, seed)
+        expected = cp_dynamics.masks_to_flows_gpu(labels)[0]
+        got = own_dynamics.masks_to_flows(labels)
+        assert np.abs(expected).max() > 0.9
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
 TRAINED = Path(__file__).parent / "data" / "cpsam_small_dsb.pt"  # see benchmarks/cellpose_sam_train_cpu.py

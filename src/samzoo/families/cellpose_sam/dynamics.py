@@ -35,7 +35,21 @@ HISTOGRAM_PAD = 20
 def renumber(labels: np.ndarray) -> np.ndarray:
     """Labels 1..n in order of first appearance (C order), 0 kept.
 
-    The same numbering as ``fastremap.renumber``, which cellpose uses."""
+    The same numbering as ``fastremap.renumber``, which cellpose uses. Non-negative integer labels
+    up to a few times the pixel count go through a lookup table (one pass, no sort)."""
+    flat = labels.ravel()
+    top = int(flat.max()) if flat.size else 0
+    if labels.dtype.kind not in "ui" or (flat.size and int(flat.min()) < 0) or top > 4 * flat.size + 1024:
+        return _renumber_sorted(labels)
+    first = np.full(top + 1, flat.size, np.int64)
+    np.minimum.at(first, flat, np.arange(flat.size))
+    present = np.nonzero(first[1:] < flat.size)[0] + 1
+    lut = np.zeros(top + 1, labels.dtype)
+    lut[present[np.argsort(first[present], kind="stable")]] = np.arange(1, len(present) + 1, dtype=labels.dtype)
+    return lut[labels]
+
+
+def _renumber_sorted(labels: np.ndarray) -> np.ndarray:
     values, first = np.unique(labels, return_index=True)  # values sorted
     nonzero = values != 0
     new = np.zeros(len(values), dtype=labels.dtype)
@@ -76,11 +90,13 @@ def follow_flows(dP: np.ndarray, inds: tuple[np.ndarray, ...], niter: int = 200)
         pt[..., k] /= extent[k]
     pt *= 2
     pt -= 1
+    # (1, ndim, *[1]*(ndim-1), n) -> the layout of pt; the same float32 additions as cellpose's
+    # per-axis loop, done for all axes in one pass
+    order = (0, *range(2, ndim + 2), 1)
     for _ in range(niter):
         step = F.grid_sample(im, pt, align_corners=False)
-        for k in range(ndim):
-            pt[..., k] += step[:, k]
-            torch.clamp_(pt[..., k], -1.0, 1.0)
+        pt += step.permute(order)
+        pt.clamp_(-1.0, 1.0)
     pt += 1
     pt *= 0.5
     for k in range(ndim):
@@ -147,22 +163,30 @@ def masks_from_endpoints(pt: torch.Tensor, inds: tuple[np.ndarray, ...], shape: 
 
 def _mask_centers(labels: np.ndarray, slices: list) -> tuple[np.ndarray, np.ndarray]:
     """Per label: the pixel at its rounded mean position, or the mask pixel nearest to it; and the
-    label's bounding-box extent (sum of sides + 2), which sets the diffusion length."""
-    centers = np.zeros((len(slices), labels.ndim), np.int64)
-    extents = np.zeros(len(slices), np.int64)
-    for i, slc in enumerate(slices):
-        coords = np.nonzero(labels[slc] == i + 1)
-        mean = [int(np.round(c.sum() / len(c))) for c in coords]
-        hit = np.ones(len(coords[0]), bool)
-        for c, m in zip(coords, mean):
-            hit &= c == m
-        if hit.any():
-            local = mean
-        else:
-            nearest = sum((c - m) ** 2 for c, m in zip(coords, mean)).argmin()
-            local = [c[nearest] for c in coords]
-        centers[i] = [s.start + v for s, v in zip(slc, local)]
-        extents[i] = sum(s.stop - s.start for s in slc) + 2
+    label's bounding-box extent (sum of sides + 2), which sets the diffusion length.
+
+    Means of all labels at once by ``bincount`` (integer sums, so the same rounding as cellpose's
+    per-mask ``center_of_mass``); only labels whose mean pixel lies outside the mask (non-convex
+    shapes, a few per image) look for the nearest pixel one by one."""
+    n = len(slices)
+    starts = np.array([[s.start for s in slc] for slc in slices], np.int64)
+    extents = np.array([sum(s.stop - s.start for s in slc) + 2 for slc in slices], np.int64)
+    flat = labels.ravel()
+    inside = flat > 0
+    owner = flat[inside].astype(np.int64) - 1
+    coords = np.nonzero(labels.reshape(labels.shape))
+    counts = np.bincount(owner, minlength=n)
+    centers = np.zeros((n, labels.ndim), np.int64)
+    for d, c in enumerate(coords):
+        local = c.astype(np.int64) - starts[owner, d]
+        centers[:, d] = starts[:, d] + np.round(np.bincount(owner, weights=local, minlength=n) / counts).astype(np.int64)
+    missed = np.nonzero(labels[tuple(centers.T)] != np.arange(1, n + 1))[0]
+    for i in missed:
+        slc = slices[i]
+        local_coords = np.nonzero(labels[slc] == i + 1)
+        mean = centers[i] - starts[i]
+        nearest = sum((c - m) ** 2 for c, m in zip(local_coords, mean)).argmin()
+        centers[i] = [s.start + c[nearest] for s, c in zip(slc, local_coords)]
     return centers, extents
 
 
@@ -171,7 +195,11 @@ def masks_to_flows(labels: np.ndarray, niter: int | None = None) -> np.ndarray:
 
     Heat is injected at the centre pixel every step and averaged over the 3x3 neighbours of the
     same mask (``2 * largest extent`` steps); the flow is the normalised central-difference
-    gradient. This is cellpose's ``masks_to_flows_gpu``; ``labels`` must be numbered 1..n."""
+    gradient. This is cellpose's ``masks_to_flows_gpu``; ``labels`` must be numbered 1..n.
+
+    The averaging runs on the dense image as nine shifted views weighted 0/1 (same mask or not),
+    summed in cellpose's neighbour order: products with 0/1 are exact, so the result equals
+    cellpose's gather over mask pixels, at a fraction of its memory traffic."""
     if labels.ndim != 2:
         raise ValueError(f"masks_to_flows takes a 2D label image, got {labels.ndim}D")
     flows = np.zeros((2, *labels.shape))
@@ -182,26 +210,29 @@ def masks_to_flows(labels: np.ndarray, niter: int | None = None) -> np.ndarray:
         raise ValueError("labels must be numbered 1..n without gaps (renumber them first)")
     padded = np.pad(labels.astype(np.int64), 1)
     ly, lx = padded.shape
-    y, x = np.nonzero(padded)
-    dy = np.array([0, -1, 1, 0, 0, -1, -1, 1, 1])
-    dx = np.array([0, 0, 0, -1, 1, -1, 1, -1, 1])
-    ny, nx = y[None, :] + dy[:, None], x[None, :] + dx[:, None]
-    same = torch.from_numpy(padded[ny, nx] == padded[y, x][None, :])
-    neighbours = torch.from_numpy(ny * lx + nx)
-    centers, extents = _mask_centers(labels, slices)
-    seeds = torch.from_numpy((centers[:, 0] + 1) * lx + centers[:, 1] + 1)
-    steps = int(2 * extents.max()) if niter is None else int(niter)
+    offsets = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+    inner = padded[1:-1, 1:-1]
     dtype = torch.float32 if ly * lx > 4e7 else torch.float64
-    heat = torch.zeros(ly * lx, dtype=dtype)
-    centre = neighbours[0]
+    same = np.stack([(padded[1 + dy:ly - 1 + dy, 1 + dx:lx - 1 + dx] == inner) & (inner != 0) for dy, dx in offsets])
+    weights = torch.from_numpy(same).to(dtype)
+    centers, extents = _mask_centers(labels, slices)
+    seed_y, seed_x = torch.from_numpy(centers[:, 0] + 1), torch.from_numpy(centers[:, 1] + 1)
+    steps = int(2 * extents.max()) if niter is None else int(niter)
+    heat = torch.zeros((ly, lx), dtype=dtype)
+    views = [heat[1 + dy:ly - 1 + dy, 1 + dx:lx - 1 + dx] for dy, dx in offsets]
+    total = torch.empty((ly - 2, lx - 2), dtype=dtype)
     for _ in range(steps):
-        heat[seeds] += 1
-        heat[centre] = (heat[neighbours] * same).sum(dim=0) / 9
-    grad_y = (heat[neighbours[2]] - heat[neighbours[1]]).numpy().astype(np.float64)
-    grad_x = (heat[neighbours[4]] - heat[neighbours[3]]).numpy().astype(np.float64)
+        heat[seed_y, seed_x] += 1
+        torch.mul(views[0], weights[0], out=total)
+        for view, weight in zip(views[1:], weights[1:]):
+            total.addcmul_(view, weight)
+        torch.div(total, 9, out=views[0])
+    y, x = np.nonzero(inner)
+    grad_y = (heat[y + 2, x + 1] - heat[y, x + 1]).numpy().astype(np.float64)
+    grad_x = (heat[y + 1, x + 2] - heat[y + 1, x]).numpy().astype(np.float64)
     mu = np.stack((grad_y, grad_x))
     mu /= 1e-60 + (mu ** 2).sum(axis=0) ** 0.5
-    flows[:, y - 1, x - 1] = mu
+    flows[:, y, x] = mu
     return flows
 
 
@@ -225,9 +256,15 @@ def remove_bad_flow_masks(labels: np.ndarray, dP: np.ndarray, threshold: float =
     return renumber(labels)
 
 
+def _label_sizes(labels: np.ndarray) -> np.ndarray:
+    """Pixel count per label value 0..max (labels are non-negative integers)."""
+    return np.bincount(labels.ravel())
+
+
 def remove_small_masks(labels: np.ndarray, min_size: int) -> np.ndarray:
-    values, sizes = np.unique(labels, return_counts=True)
-    small = values[(sizes < min_size) & (values != 0)]
+    sizes = _label_sizes(labels)
+    small = np.nonzero(sizes < min_size)[0]
+    small = small[(small != 0) & (sizes[small] > 0)]
     if len(small):
         labels = labels.copy()
         labels[np.isin(labels, small)] = 0

@@ -50,14 +50,21 @@ class Attention(nn.Module):
         r_h = interpolated_rel_pos(self.rel_pos_h, h)
         r_w = interpolated_rel_pos(self.rel_pos_w, w)
         outs = []
-        # one sample at a time: the additive mask is (heads, N, N), 64 MB for ViT-L at 32x32 tokens
+        # One sample at a time: the additive mask is (heads, N, N), 64 MB for ViT-L at 32x32 tokens.
+        # 4D inputs and a contiguous mask let SDPA take its fused (flash) CPU kernel; with 3D inputs
+        # it falls back to the unfused math path, which is slower than SAM's own attention.
         for i in range(b):
-            r_q = q[i].reshape(self.num_heads, h, w, -1)
-            bias_h = torch.einsum("nhwc,hkc->nhwk", r_q, r_h)
-            bias_w = torch.einsum("nhwc,wkc->nhwk", r_q, r_w)
-            bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(self.num_heads, n, n)
-            outs.append(F.scaled_dot_product_attention(q[i], k[i], v[i], attn_mask=bias))
-        out = torch.stack(outs).permute(0, 2, 1, 3).reshape(b, h, w, -1)
+            q_i = q[i:i + 1]
+            r_q = q_i.reshape(1, self.num_heads, h, w, -1)
+            bias_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, r_h)
+            bias_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, r_w)
+            # written contiguously: a plain broadcast sum comes out in a permuted layout whose
+            # reshape to (N, N) would copy the whole mask once more
+            bias = bias_h[..., :, None].expand(1, self.num_heads, h, w, h, w).contiguous()
+            bias += bias_w[..., None, :]
+            outs.append(F.scaled_dot_product_attention(q_i, k[i:i + 1], v[i:i + 1],
+                                                       attn_mask=bias.view(1, self.num_heads, n, n)))
+        out = torch.cat(outs).transpose(1, 2).reshape(b, h, w, -1)
         return self.proj(out)
 
 
