@@ -4,7 +4,6 @@ segment-anything's / micro-sam's state-dict layout."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 
@@ -20,6 +19,7 @@ from samzoo.families.microsam.ais_decoder import decoder_state
 from samzoo.families.microsam.packaging.weights import normalized_input, packaged_state, prompt_masks
 from samzoo.packaging.samples import synthetic_sample
 from samzoo.segmentation.api import segment
+from _imports import GUARDED, unguarded_import_roots
 
 ARCH_PATH = arch.__file__
 
@@ -226,25 +226,11 @@ def test_block_network_equals_samzoo_maps(model):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)  # one-piece vs strip head: rounding
 
 
-def _import_roots(tree: ast.AST) -> set:
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "no relative imports: the file is loaded on its own"
-            roots.add(node.module.split(".")[0])
-    return roots
-
-
 def test_imports_only_torch_numpy_scipy():
     """scikit-image only inside the guarded fast path, which falls back when it does not import."""
-    tree = ast.parse(open(ARCH_PATH, encoding="utf-8").read())
-    guarded = [node for node in tree.body
-               if isinstance(node, ast.FunctionDef) and node.name == "_scikit_image_watershed"]
-    assert len(guarded) == 1 and _import_roots(guarded[0]) == {"skimage"}
-    tree.body = [node for node in tree.body if node not in guarded]
-    roots = _import_roots(tree)
+    source = open(ARCH_PATH, encoding="utf-8").read()
+    assert GUARDED in source
+    roots = unguarded_import_roots(source)
     assert roots <= {"__future__", "heapq", "math", "typing", "numpy", "torch", "scipy"}, roots
 
 

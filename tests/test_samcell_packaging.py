@@ -5,7 +5,6 @@ gives `samzoo segment`'s labels on images other than its test image; `samzoo pac
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from samzoo.families.samcell.packaging import architecture_source, package_samce
 from samzoo.families.samcell.postprocess import SamcellParams
 from samzoo.families.samcell.segment import distance_map, segment_image
 from _runtime_format import assert_shared_runtime_format
+from _imports import unguarded_import_roots
 
 
 def textured(shape, seed: int, low: int = 20, span: int = 200) -> np.ndarray:
@@ -189,12 +189,7 @@ def test_architecture_file_needs_only_torch_numpy_scipy(tmp_path, model):
     """The generated file imports nothing else and runs with samzoo, OpenCV, scikit-image,
     torchvision and transformers made unimportable."""
     source = architecture_source()
-    modules = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            modules |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            modules.add((node.module or "").split(".")[0])
+    modules = unguarded_import_roots(source)
     assert modules <= {"__future__", "heapq", "math", "typing", "numpy", "torch", "scipy"}, modules
     path = tmp_path / "samcell_architecture.py"
     path.write_text(source)
