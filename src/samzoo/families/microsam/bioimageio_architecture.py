@@ -1014,9 +1014,12 @@ def flood_watershed(heightmap: np.ndarray, markers: np.ndarray, mask: np.ndarray
     heap: List[Tuple[Tuple[float, int], int]] = []
     for i in starts:
         _sift_push(heap, ((height[i], 0), i))
-    while tied:
-        (cost, item_age), index = _sift_pop(heap)
-        if item_age == 0:
+    pop, push = _sift_pop, _sift_push
+    while heap:
+        if not tied:  # every key is distinct from here on: heapq (in C) pops the same order
+            pop, push = heapq.heappop, heapq.heappush
+        (cost, item_age), index = pop(heap)
+        if item_age == 0 and tied:
             queued[cost] -= 1
             tied -= queued[cost] == 1
         label = out[index]
@@ -1027,20 +1030,7 @@ def flood_watershed(heightmap: np.ndarray, markers: np.ndarray, mask: np.ndarray
                 out[n] = label
                 age += 1
                 value = height[n]
-                _sift_push(heap, ((value if value > cost else cost, age), n))
-    items = [(c, a, i) for (c, a), i in heap]  # still a heap: keys are distinct now
-    pop, push = heapq.heappop, heapq.heappush
-    while items:
-        cost, _, index = pop(items)
-        label = out[index]
-        for off in offsets:
-            n = index + off
-            if free[n]:
-                free[n] = False
-                out[n] = label
-                age += 1
-                value = height[n]
-                push(items, (value if value > cost else cost, age, n))
+                push(heap, ((value if value > cost else cost, age), n))
     return np.asarray(out, np.int64).reshape(h + 2, width)[1:-1, 1:-1].astype(np.asarray(markers).dtype)
 
 
