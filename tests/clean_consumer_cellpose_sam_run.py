@@ -21,17 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from clean_consumer_common import prepare_output
+
 
 def main() -> None:
     kind, package, images_path, out = sys.argv[1:5]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        import samzoo  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("samzoo is importable in the consumer environment")
+    out = prepare_output(out)
     if kind == "instance":
         sys.modules["cellpose"] = None  # the self-contained package must not need it
 

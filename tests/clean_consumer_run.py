@@ -14,17 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from clean_consumer_common import prepare_output
+
 
 def main() -> None:
     ais_zip, net_zip, inter_zip, image_path, prompts_path, out = sys.argv[1:7]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        import samzoo  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("samzoo is importable in the consumer environment")
+    out = prepare_output(out)
 
     import torch
     from bioimageio.core import create_prediction_pipeline, load_model_description, predict

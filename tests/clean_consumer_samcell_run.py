@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+
+from clean_consumer_common import prepare_output
 
 
 def main() -> None:
     instance_zip, network_zip, images_path, out = sys.argv[1:5]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        import samzoo  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("samzoo is importable in the consumer environment")
+    out = prepare_output(out)
     for name in ("cv2", "skimage"):  # the package must not need them either
         sys.modules[name] = None
 
