@@ -35,6 +35,8 @@ def interpolated_rel_pos(table: torch.Tensor, size: int) -> torch.Tensor:
 class Attention(nn.Module):
     """Global multi-head attention with SAM's decomposed relative positions."""
 
+    mask_rows = 256  # query rows per attention call (see forward)
+
     def __init__(self, dim: int, num_heads: int, rel_pos_rows: int, head_dim: int):
         super().__init__()
         self.num_heads = num_heads
@@ -50,20 +52,23 @@ class Attention(nn.Module):
         r_h = interpolated_rel_pos(self.rel_pos_h, h)
         r_w = interpolated_rel_pos(self.rel_pos_w, w)
         outs = []
-        # One sample at a time: the additive mask is (heads, N, N), 64 MB for ViT-L at 32x32 tokens.
+        # The decomposed relative positions become an additive mask, built for a band of query rows
+        # at a time: (heads, rows, N) is 16 MB for ViT-L at 32x32 tokens where the whole (heads, N, N)
+        # mask is 64 MB, and writing it in cache-sized bands is faster than one big broadcast copy.
         # 4D inputs and a contiguous mask let SDPA take its fused (flash) CPU kernel; with 3D inputs
         # it falls back to the unfused math path, which is slower than SAM's own attention.
         for i in range(b):
-            q_i = q[i:i + 1]
-            r_q = q_i.reshape(1, self.num_heads, h, w, -1)
-            bias_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, r_h)
-            bias_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, r_w)
-            # written contiguously: a plain broadcast sum comes out in a permuted layout whose
-            # reshape to (N, N) would copy the whole mask once more
-            bias = bias_h[..., :, None].expand(1, self.num_heads, h, w, h, w).contiguous()
-            bias += bias_w[..., None, :]
-            outs.append(F.scaled_dot_product_attention(q_i, k[i:i + 1], v[i:i + 1],
-                                                       attn_mask=bias.view(1, self.num_heads, n, n)))
+            r_q = q[i:i + 1].reshape(1, self.num_heads, h, w, -1)
+            bias_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, r_h).reshape(1, self.num_heads, n, h)
+            bias_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, r_w).reshape(1, self.num_heads, n, w)
+            bands = []
+            for start in range(0, n, self.mask_rows):
+                stop = min(start + self.mask_rows, n)
+                mask = (bias_h[:, :, start:stop, :, None] + bias_w[:, :, start:stop, None, :]).view(
+                    1, self.num_heads, stop - start, n)
+                bands.append(F.scaled_dot_product_attention(q[i:i + 1, :, start:stop], k[i:i + 1],
+                                                            v[i:i + 1], attn_mask=mask))
+            outs.append(torch.cat(bands, dim=2))
         out = torch.cat(outs).transpose(1, 2).reshape(b, h, w, -1)
         return self.proj(out)
 
