@@ -106,6 +106,10 @@ def main() -> None:
     parser.add_argument("--flow-threshold", type=float, default=0.4,
                         help="flow-error QC threshold for both tools (a large value runs the QC but keeps "
                              "the masks of random flows, so the labels can be compared)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the cellpose and samzoo processes at the same time (use with --threads 1 on a "
+                             ">= 2-core machine: both then see the same load, so their CPU times compare)")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
     import torch
 
@@ -128,12 +132,19 @@ def main() -> None:
     rows = []
     for side in args.sizes:
         row = {"size": side}
-        for impl in ("cellpose", "samzoo"):
-            out = tmp / f"{impl}_{side}.npy"
-            done = subprocess.run([sys.executable, __file__, "--worker", impl, args.arch, weights, str(side),
-                                   str(args.threads), str(out), str(args.flow_threshold)],
-                                  capture_output=True, text=True, check=True)
-            row[impl] = json.loads(done.stdout.strip().splitlines()[-1])
+        commands = {impl: [sys.executable, __file__, "--worker", impl, args.arch, weights, str(side),
+                           str(args.threads), str(tmp / f"{impl}_{side}.npy"), str(args.flow_threshold)]
+                    for impl in ("cellpose", "samzoo")}
+        if args.parallel:  # both at once, one core each: they share whatever else the machine runs
+            running = {impl: subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for impl, cmd in commands.items()}
+            outputs = {impl: process.communicate()[0] for impl, process in running.items()}
+            if any(process.returncode for process in running.values()):
+                raise SystemExit(f"a worker failed: { {k: p.returncode for k, p in running.items()} }")
+        else:
+            outputs = {impl: subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                       for impl, cmd in commands.items()}
+        for impl, stdout in outputs.items():
+            row[impl] = json.loads(stdout.strip().splitlines()[-1])
         row["ratio"] = row["samzoo"]["seconds"] / row["cellpose"]["seconds"]
         # with --threads 1 the process CPU time is the work done, whatever else the machine runs
         row["cpu_ratio"] = row["samzoo"]["cpu_seconds"] / row["cellpose"]["cpu_seconds"]
@@ -148,9 +159,9 @@ def main() -> None:
         row["labels_equal_on_cellpose_flows"] = bool(np.array_equal(same_flows, ref))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"arch": args.arch, "weights": args.weights or ("random, strong head" if args.strong_head else "random"),
+    result = {"arch": args.arch, "parallel": args.parallel, "weights": args.weights or ("random, strong head" if args.strong_head else "random"),
               "threads": args.threads, "flow_threshold": args.flow_threshold, "rows": rows}
-    suffix = "_strong" if args.strong_head else ""
+    suffix = ("_strong" if args.strong_head else "") + (f"_{args.tag}" if args.tag else "")
     path = Path(__file__).with_name("results") / f"cellpose_sam_speed_{args.arch}{suffix}.json"
     path.write_text(json.dumps(result, indent=2))
 

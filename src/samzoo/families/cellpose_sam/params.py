@@ -29,7 +29,8 @@ class CpsamParams:
     diameter: typical object diameter in pixels; the image is scaled by 30 / diameter (0: no scaling).
     tile_overlap: fraction of a 256-px tile shared with its neighbour (clamped to 0.05..0.5).
     augment: flip test-time augmentation (tiles overlap by half, flipped, un-flipped, averaged).
-    batch_size: tiles per network forward pass (memory/speed only; does not change results).
+    batch_size: tiles per network forward pass on a GPU (a CPU runs them one at a time, which is
+        faster there); memory/speed only, does not change results.
     stitch_threshold: volumes segmented slice by slice are joined across slices at this mask IoU.
     flow3d: volumes: average the network's flows over YX, ZY and ZX slices and run 3D dynamics.
     flow3d_smooth: Gaussian sigma (voxels) applied to 3D flows before the dynamics (0: none).

@@ -82,7 +82,9 @@ def flip_axes(j: int, i: int) -> tuple[int, ...]:
 @torch.no_grad()
 def predict_tiles(net: nn.Module, image: np.ndarray, tile_overlap: float = 0.1, augment: bool = False,
                   batch_size: int = 8, progress: Callable[[Iterable], Iterable] | None = None) -> np.ndarray:
-    """Normalised (H, W, C<=3) image -> (3, H, W) float32 network outputs, tiles averaged."""
+    """Normalised (H, W, C<=3) image -> (3, H, W) float32 network outputs, tiles averaged.
+
+    ``batch_size`` tiles are read together and, on a GPU, go through the network as one batch."""
     tile = net.img_size
     height, width = image.shape[:2]
     (top, bottom), (left, right) = pad_amounts(height, tile), pad_amounts(width, tile)
@@ -100,7 +102,13 @@ def predict_tiles(net: nn.Module, image: np.ndarray, tile_overlap: float = 0.1, 
         flips = [flip_axes(j, i) if augment else () for j, i, _, _ in chunk]
         batch = [padded[:, y:y + tile, x:x + tile] for _, _, y, x in chunk]
         batch = [t.flip(list(f)) if f else t for t, f in zip(batch, flips)]
-        out = net(torch.stack(batch).to(device)).float().cpu()
+        if device.type == "cpu":
+            # one tile per forward on a CPU: with 8 stacked ViT-L tiles the activations (and the
+            # attention masks) leave the cache, and the memory-bound ops make each tile ~30 % slower
+            # (measured: 17.5 vs 13.2 s per tile, 1 thread); a GPU gets the stacked batch
+            out = torch.cat([net(tile_input[None]) for tile_input in batch]).float()
+        else:
+            out = net(torch.stack(batch).to(device)).float().cpu()
         for (_, _, y, x), pred, f in zip(chunk, out, flips):
             if f:
                 pred = pred.flip(list(f))
