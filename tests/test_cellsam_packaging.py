@@ -24,6 +24,10 @@ def _model(seed=0, adv=True):
     with torch.no_grad():
         head.class_embed[0].bias.zero_()
         head.class_embed[0].weight.normal_(0, 0.5)
+        # the default Anchor-DETR init (a random pattern, 1x position MLPs), not samzoo's training init
+        head.pattern.weight.copy_(torch.randn(head.pattern.weight.shape, generator=torch.Generator().manual_seed(seed)))
+        for mlp in (head.adapt_pos2d, head.adapt_pos1d):
+            mlp[2].weight.div_(6)
     model.params = CellSAMParams(iou_threshold=0.0, min_size=0, normalization="minmax", tiling=False,
                                  exact_two_means=True)
     return model

@@ -196,8 +196,11 @@ def _lively_model(adv: bool, seed: int):
         head.class_embed[0].bias.zero_()
         head.class_embed[0].weight.normal_(0, 0.5)
         head.bbox_embed[0].layers[-1].weight.normal_(0, 0.05)
-        for mlp in (head.adapt_pos2d, head.adapt_pos1d):  # queries that differ from each other
-            mlp[2].weight.mul_(10)
+        # queries that differ from each other: a random pattern (samzoo's init leaves it at zero) and
+        # position MLPs at 10x the default init (samzoo's init is already 6x)
+        head.pattern.weight.copy_(torch.randn(head.pattern.weight.shape, generator=torch.Generator().manual_seed(seed)))
+        for mlp in (head.adapt_pos2d, head.adapt_pos1d):
+            mlp[2].weight.mul_(10 / 6)
         for mlp in sam.mask_decoder.output_hypernetworks_mlps:  # mask logits with some contrast
             mlp.layers[-1].weight.mul_(30)
         sam.mask_decoder.iou_prediction_head.layers[-1].weight.mul_(20)

@@ -3,7 +3,9 @@
 Hungarian matching (scipy's ``linear_sum_assignment``) of predictions to ground-truth boxes on a
 cost of focal classification + L1 + (negative) GIoU; then sigmoid focal loss (alpha 0.25, gamma 2)
 on all queries' class logits, L1 and 1 - GIoU on the matched boxes, summed over all decoder layers
-(auxiliary losses) and normalised by the number of ground-truth boxes.
+(auxiliary losses) and normalised by the number of ground-truth boxes. Training can add
+denoising queries (``denoising_anchors``/``denoising_loss``): anchors known to sit on an object or
+on background, with fixed targets and no matching.
 """
 
 from __future__ import annotations
@@ -86,9 +88,73 @@ def detr_loss(all_logits: torch.Tensor, all_boxes: torch.Tensor, targets: list[d
         totals["class"] = totals["class"] + focal.mean(1).sum() / num_boxes * logits.shape[1]
         src, tgt = torch.cat(src_boxes), torch.cat(tgt_boxes)
         if src.shape[0]:
-            totals["bbox"] = totals["bbox"] + F.l1_loss(src, tgt, reduction="sum") / num_boxes
-            giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tgt)))
-            totals["giou"] = totals["giou"] + (1 - giou).sum() / num_boxes
+            _add_box_losses(totals, src, tgt, num_boxes)
+    return _weighted(totals, w)
+
+
+def _add_box_losses(totals: dict, src: torch.Tensor, tgt: torch.Tensor, num: int) -> None:
+    """Add L1 and 1 - GIoU of the paired cxcywh boxes ``src``/``tgt``, summed and divided by ``num``."""
+    totals["bbox"] = totals["bbox"] + F.l1_loss(src, tgt, reduction="sum") / num
+    giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tgt)))
+    totals["giou"] = totals["giou"] + (1 - giou).sum() / num
+
+
+def _weighted(totals: dict, w: DetrLossWeights) -> dict[str, torch.Tensor]:
     out = {k: torch.as_tensor(v) if not torch.is_tensor(v) else v for k, v in totals.items()}
     out["loss"] = w.loss_class * out["class"] + w.loss_bbox * out["bbox"] + w.loss_giou * out["giou"]
     return out
+
+
+def denoising_anchors(gt_boxes: torch.Tensor, positives: int, negatives: int, generator: torch.Generator,
+                      spread: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-only queries for one image: anchor points (positives + negatives, 2) and, per anchor,
+    the index of its ground-truth box (-1: background).
+
+    Positives lie inside a box (its centre moved by up to ``spread`` of its half-size); negatives are
+    uniform points that fall in no box (rejection-sampled; fewer when the image is full of boxes).
+    Boxes are cxcywh in [0, 1]. Why: DETR's Hungarian loss alone never breaks the symmetry of
+    Anchor DETR's queries from random features (see ``training``); queries whose anchor is known to
+    sit on an object, or on nothing, get a direct position-dependent target (DN-DETR / DINO's
+    denoising queries, here for anchor points)."""
+    anchors, owners = [], []
+    if len(gt_boxes) and positives:
+        owner = torch.randint(len(gt_boxes), (positives,), generator=generator)
+        jitter = (torch.rand(positives, 2, generator=generator) * 2 - 1) * spread
+        anchors.append(gt_boxes[owner, :2] + jitter * gt_boxes[owner, 2:] / 2)
+        owners.append(owner)
+    if negatives:
+        points = torch.rand(8 * negatives, 2, generator=generator)
+        if len(gt_boxes):
+            xyxy = cxcywh_to_xyxy(gt_boxes)
+            inside = ((points[:, None, 0] >= xyxy[None, :, 0]) & (points[:, None, 0] <= xyxy[None, :, 2])
+                      & (points[:, None, 1] >= xyxy[None, :, 1]) & (points[:, None, 1] <= xyxy[None, :, 3])).any(1)
+            points = points[~inside]
+        points = points[:negatives]
+        anchors.append(points)
+        owners.append(torch.full((len(points),), -1, dtype=torch.long))
+    if not anchors:
+        return torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)
+    return torch.cat(anchors).clamp(1e-3, 1 - 1e-3), torch.cat(owners)
+
+
+def denoising_loss(all_logits: torch.Tensor, all_boxes: torch.Tensor, owners: torch.Tensor,
+                   targets: list[dict[str, torch.Tensor]], w: DetrLossWeights = DetrLossWeights()
+                   ) -> dict[str, torch.Tensor]:
+    """Loss of the denoising queries: no matching, each query's target is fixed by ``owners`` (B, D)
+    (box index, -1 background; -2 padding, ignored). all_logits (L, B, D, C), all_boxes (L, B, D, 4)."""
+    valid = owners >= -1
+    positive = owners >= 0
+    num = max(int(positive.sum()), 1)
+    onehot = torch.zeros_like(all_logits[0])
+    tgt_boxes = torch.zeros(all_boxes.shape[1:])
+    for b, t in enumerate(targets):
+        idx = positive[b].nonzero()[:, 0]
+        onehot[b, idx, t["labels"][owners[b, idx]]] = 1.0
+        tgt_boxes[b, idx] = t["boxes"][owners[b, idx]]
+    totals = {"class": 0.0, "bbox": 0.0, "giou": 0.0}
+    for logits, boxes in zip(all_logits, all_boxes):
+        focal = sigmoid_focal_loss(logits, onehot).sum(-1)
+        totals["class"] = totals["class"] + focal[valid].sum() / num
+        if positive.any():
+            _add_box_losses(totals, boxes[positive], tgt_boxes[positive], num)
+    return _weighted(totals, w)

@@ -84,8 +84,12 @@ class CellFinderHead(nn.Module):
             dec_layers=config.dec_layers, ffn=config.dim_feedforward, num_queries=config.num_queries,
             num_classes=config.num_classes)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> projected trunk features (B, hidden_dim, S/patch, S/patch), the transformer's input."""
+        return self.input_proj[0](self.backbone.body(images))
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transformer(self.input_proj[0](self.backbone.body(images)))
+        return self.transformer(self.features(images))
 
 
 class CellFinder(nn.Module):

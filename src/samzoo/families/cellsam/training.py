@@ -8,26 +8,36 @@ Two objectives, trained in alternating steps on random crops of (image, label) p
   re-training, ViT blocks frozen): each object's box is the prompt, the loss is BCE + Dice on the
   mask plus MSE of the predicted IoU against the mask's real IoU.
 
-``PRESETS["cpu-small"]`` trains a small CellSAM from scratch on 2 CPU cores. Measured on
-dsb2018-nuclei (150 steps, 200 train images, 8 min on a shared 2-core machine): detector loss
-12.3 -> 10.5, SAM loss 1.45 -> 1.00, SAM prompted with ground-truth boxes SA@0.3 0.10 on held-out
-crops (random init: 0.0), but the detector collapses (all queries score alike), so end-to-end
-held-out mSA stays 0. Why (measured 2026-12-02, detector only, 128-px crops): Anchor DETR's
-queries share ONE pattern embedding and differ only through their anchor's sine encoding, which
-enters solely through the row/column attention weights; at random init those are uniform (largest
-column weight 0.069 vs 1/16 = 0.0625), so every query reads the same image average (query features
-differ by std 2e-4, logits by 5e-5) and the focal loss drives all of them to the same score.
-The loss is not the cause (matching and focal/L1/GIoU terms are checked by hand in the tests): on 4
-fixed training crops the symmetry breaks after 100-200 steps (patch 16, 64 grid anchors, lr 1e-3:
-recall@0.5 of the top-K boxes on those crops 0.28 at 200 steps; lr 3e-3 with warm-up did not break
-it in 200 steps). On the real training set it did not: 1250 steps (lr 1e-3, backbone factor 1,
-clip 1, 64 grid anchors, patch 16) left the score spread across queries < 1e-8 and held-out top-K
-recall@0.5 <= 0.01; 300-600-step runs with backbone factor 0, patch 8, or xavier /
-identity-position / tied query-key initialisations stayed collapsed too, as does the preset.
-The published CellFinder fine-tunes a SAM-initialised trunk (lr 1e-5) for 500 epochs on 16 GPUs;
-from random features a useful detector needs GPU-scale training, so the preset is unchanged. Run::
+Detector training from random weights needs two things the published recipe (a SAM-initialised
+trunk, 500 epochs on 16 GPUs) never meets:
+- **Queries that differ at step 0.** Anchor DETR's queries share one pattern and differ only by
+  their anchor's position embedding. With the default init the first cross-attention is uniform,
+  every query reads the same image average, and the focal loss drives all of them to one score.
+  Measured on dsb2018 crops: score spread across queries < 1e-5 after 600 steps, and < 1e-8 after
+  1250. Also collapsed: learning rates 3e-4 to 1e-3 (with or without denoising queries), patch 8
+  or 16, 64 grid anchors, a frozen or a fully trained trunk, and xavier / identity-position /
+  tied query-key inits.
+  ``AnchorDetrTransformer`` now starts from a zero pattern and 6x stronger position MLPs, so the
+  queries differ from the first step (``tests/test_cellsam_training.py`` checks it). Measured,
+  detector only: the spread reaches 1e-2 within 200 steps, and held-out top-K recall@0.5 climbs
+  from 0 to 0.24-0.39 in 3000 steps.
+- **Denoising queries** (``losses.denoising_anchors``; DN-DETR / DINO, here for anchor points).
+  Anchors placed on a ground-truth object, or on background, get a fixed target without matching.
+  With the new init they did not measurably speed things up (top-K recall within noise of a run
+  without them at 1000-3000 steps). The preset keeps them, since the measured run below used them
+  (one extra decoder pass per step); ``denoising=0`` turns them off.
 
-    python -m samzoo.families.cellsam.training --data ../shared/data/dsb2018-nuclei -o cellsam-small.pt
+``PRESETS["cpu-small"]`` trains a small CellSAM from scratch on one CPU thread. Measured on
+dsb2018-nuclei (all 407 train images, 128-px crops, 3000 steps, 17.5 min on a 2-core machine,
+2026-12-02):
+- detector loss (set + denoising) 19.2 -> 13.2;
+- SAM loss 1.04 -> 0.30;
+- end-to-end held-out mSA on 8 val images (256-px crops) **0.000 -> 0.111**.
+
+Run::
+
+    python -m samzoo.families.cellsam.training --data ../shared/data/dsb2018-nuclei -o cellsam-small.pt \
+        --report cellsam-report   # JSON, loss curves, a val overlay
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ from tqdm.auto import tqdm
 from ...errors import InputError
 from .config import CellSAMConfig
 from .detections import xyxy_to_cxcywh
-from .losses import detr_loss
+from .losses import denoising_anchors, denoising_loss, detr_loss
 from .model import CellSAMModel
 from .params import CellSAMParams
 from .preprocess import detector_input, embedding_input
@@ -56,7 +66,7 @@ from .preprocess import detector_input, embedding_input
 @dataclass(frozen=True)
 class TrainPreset:
     config: CellSAMConfig
-    steps: int = 150
+    steps: int = 3000
     batch: int = 2
     crop: int = 128
     lr_head: float = 3e-4
@@ -65,14 +75,16 @@ class TrainPreset:
     max_objects: int = 16
     eval_images: int = 8
     eval_side: int = 256
+    denoising: int = 32
 
 
 SMALL = CellSAMConfig(img_size=128, patch_size=8, embed_dim=96, depth=3, num_heads=3, global_attn_indexes=(2,),
                       window_size=8, prompt_embed_dim=64, mask_decoder_mlp_dim=128, hidden_dim=64, detr_heads=4,
                       enc_layers=2, dec_layers=3, dim_feedforward=128, num_queries=100)
 PRESETS = {"cpu-small": TrainPreset(config=SMALL)}
+# blocks of the training crop size, so that objects reach the detector at the scale it was trained on
 EVAL_PARAMS = CellSAMParams(bbox_threshold=0.3, iou_threshold=0.0, normalization="minmax", min_size=10,
-                            block_size=96, overlap=16, iou_depth=8)
+                            block_size=128, overlap=16, iou_depth=8)
 
 
 def read_pairs(folder: str | Path, limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -143,15 +155,35 @@ def _freeze_for_neck_training(sam) -> list[torch.nn.Parameter]:
     return trainable
 
 
-def detector_step(model: CellSAMModel, images: torch.Tensor, label_list: list[np.ndarray]) -> dict[str, torch.Tensor]:
+def detector_step(model: CellSAMModel, images: torch.Tensor, label_list: list[np.ndarray], denoising: int = 0,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """DETR set loss of the learned queries, plus (``denoising`` > 0) the loss of ``denoising``
+    positive and as many negative noised-anchor queries per image, decoded on the same memory."""
     size = model.config.img_size
-    logits, boxes = model.networks.cellfinder(detector_input(images, size, model.networks.uses_model_cp))
+    head = model.networks.cellfinder.decode_head
+    transformer = head.transformer
+    memory, pos_row, pos_col = transformer.encode(head.features(
+        detector_input(images, size, model.networks.uses_model_cp)))
+    anchors = transformer.position.weight[None].expand(len(images), -1, -1)
+    logits, boxes = transformer.decode(memory, pos_row, pos_col, anchors)
     targets = []
     for labels in label_list:
         xyxy, _ = boxes_and_masks(labels, size / labels.shape[0])
         targets.append({"boxes": xyxy_to_cxcywh(xyxy / size).clamp(0, 1),
                         "labels": torch.zeros(len(xyxy), dtype=torch.long)})
-    return detr_loss(logits, boxes, targets)
+    out = detr_loss(logits, boxes, targets)
+    if denoising:
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        queries = [denoising_anchors(t["boxes"], denoising, denoising, generator) for t in targets]
+        width = max(len(a) for a, _ in queries)
+        dn_anchors = torch.full((len(images), width, 2), 0.5)
+        owners = torch.full((len(images), width), -2, dtype=torch.long)  # -2: padding, ignored
+        for b, (a, o) in enumerate(queries):
+            dn_anchors[b, :len(a)], owners[b, :len(o)] = a, o
+        dn_logits, dn_boxes = transformer.decode(memory, pos_row, pos_col, dn_anchors)
+        dn = denoising_loss(dn_logits, dn_boxes, owners, targets)
+        out = {**out, "denoising": dn["loss"], "loss": out["loss"] + dn["loss"]}
+    return out
 
 
 def sam_step(model: CellSAMModel, images: torch.Tensor, label_list: list[np.ndarray], max_objects: int,
@@ -201,6 +233,7 @@ def train(model: CellSAMModel, train_pairs, preset: TrainPreset, *, seed: int = 
     """Alternate detector and SAM steps for ``preset.steps`` steps; return the loss history."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     finder = model.networks.cellfinder
     backbone = list(finder.decode_head.backbone.parameters())
     backbone_ids = {id(p) for p in backbone}
@@ -219,7 +252,7 @@ def train(model: CellSAMModel, train_pairs, preset: TrainPreset, *, seed: int = 
                  for _ in range(preset.batch)]
         images = torch.stack([torch.from_numpy(as_cellsam_image(c[0])).permute(2, 0, 1) for c in crops])
         labels = [c[1] for c in crops]
-        det = detector_step(model, images, labels)
+        det = detector_step(model, images, labels, preset.denoising, generator)
         det_opt.zero_grad()
         det["loss"].backward()
         torch.nn.utils.clip_grad_norm_(finder.parameters(), 0.1)
@@ -237,6 +270,35 @@ def train(model: CellSAMModel, train_pairs, preset: TrainPreset, *, seed: int = 
     return history
 
 
+def write_report(folder: str | Path, preset: TrainPreset, history: dict[str, list[float]], before: float,
+                 after: float, seconds: float, model: CellSAMModel, val_pairs) -> Path:
+    """``folder``/cellsam_train.json (settings, losses every 10 steps, held-out mSA before/after, time),
+    cellsam_train_curves.png and cellsam_val_overlay.png (the first val crop, ground truth | prediction)."""
+    import json
+
+    from ...io import atomic_path, write_png
+    from ...training.curves import plot_history
+    from ...visualize import overlay
+    from .segment import segment_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    every = 10
+    rows = [{"iteration": i + every, "detector_loss": float(np.mean(history["detector"][i:i + every])),
+             "sam_loss": float(np.mean(history["sam"][i:i + every]))} for i in range(0, len(history["sam"]), every)]
+    curves = rows + [{"iteration": 0, "val_msa": before}, {"iteration": preset.steps, "val_msa": after}]
+    plot_history(sorted(curves, key=lambda r: r["iteration"]), folder / "cellsam_train_curves.png")
+    image, labels = (a[:preset.eval_side, :preset.eval_side] for a in val_pairs[0])
+    pred = segment_image(model, as_cellsam_image(image), EVAL_PARAMS)
+    write_png(folder / "cellsam_val_overlay.png", np.concatenate([overlay(image, labels), overlay(image, pred)], axis=1))
+    settings = {k: (v if isinstance(v, (int, float, str)) else repr(v)) for k, v in vars(preset).items()}
+    report = {"preset": settings, "eval_params": repr(EVAL_PARAMS), "val_images": len(val_pairs),
+              "held_out_msa": {"before": before, "after": after}, "seconds": seconds, "losses_every_10_steps": rows}
+    with atomic_path(folder / "cellsam_train.json") as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=1))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train a small CellSAM on a folder of images/labels (CPU preset).")
     parser.add_argument("--data", required=True, help="folder with train/ and val/ (images/, labels/)")
@@ -244,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS))
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--train-images", type=int, default=None)
+    parser.add_argument("--report", default=None, help="folder for a JSON report, loss curves and a val overlay")
     args = parser.parse_args(argv)
     from .checkpoint import save_cellsam
 
@@ -259,13 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     before = evaluate_msa(model, val_pairs, preset.eval_side)
     history = train(model, train_pairs, preset)
     after = evaluate_msa(model, val_pairs, preset.eval_side)
+    seconds = time.time() - started
     n = max(1, len(history["detector"]) // 10)
     print(f"detector loss first/last {n} steps: {np.mean(history['detector'][:n]):.3f} -> "
           f"{np.mean(history['detector'][-n:]):.3f}")
     print(f"SAM loss first/last {n} steps: {np.mean(history['sam'][:n]):.3f} -> {np.mean(history['sam'][-n:]):.3f}")
-    print(f"held-out mSA ({len(val_pairs)} val images): {before:.4f} -> {after:.4f} ({time.time() - started:.0f} s)")
+    print(f"held-out mSA ({len(val_pairs)} val images): {before:.4f} -> {after:.4f} ({seconds:.0f} s)")
     save_cellsam(model, args.output)
     print(f"wrote {args.output}")
+    if args.report:
+        print(f"wrote {write_report(args.report, preset, history, before, after, seconds, model, val_pairs)}")
     return 0
 
 
