@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from ...devices import keep_freed_cpu_memory
 from ...errors import InputError
 from . import dynamics
 from .model import CellposeSamModel
@@ -72,6 +73,8 @@ def run_network(model: CellposeSamModel, image: np.ndarray, params: CpsamParams,
                 progress: bool = False) -> np.ndarray:
     """Normalised (H, W, C) image -> (3, H, W) float32: Y flow, X flow, cell-probability logit."""
     model.eval()
+    if next(model.net.parameters()).device.type == "cpu":
+        keep_freed_cpu_memory()  # no fresh zeroed pages for every tile (see its docstring)
     bar = (lambda it: tqdm(it, desc="tiles", leave=False)) if progress else None
     return predict_tiles(model.net, image, params.tile_overlap, params.augment, params.batch_size, progress=bar)
 
