@@ -112,10 +112,10 @@ def denoising_anchors(gt_boxes: torch.Tensor, positives: int, negatives: int, ge
 
     Positives lie inside a box (its centre moved by up to ``spread`` of its half-size); negatives are
     uniform points that fall in no box (rejection-sampled; fewer when the image is full of boxes).
-    Boxes are cxcywh in [0, 1]. Why: DETR's Hungarian loss alone never breaks the symmetry of
-    Anchor DETR's queries from random features (see ``training``); queries whose anchor is known to
-    sit on an object, or on nothing, get a direct position-dependent target (DN-DETR / DINO's
-    denoising queries, here for anchor points)."""
+    Boxes are cxcywh in [0, 1]. Queries whose anchor is known to sit on an object, or on nothing,
+    get a direct position-dependent target without matching (DN-DETR / DINO's denoising queries,
+    here for anchor points). Measured: no faster than without them once the init breaks the
+    query symmetry (see ``training``)."""
     anchors, owners = [], []
     if len(gt_boxes) and positives:
         owner = torch.randint(len(gt_boxes), (positives,), generator=generator)
