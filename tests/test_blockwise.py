@@ -53,6 +53,21 @@ def test_blockwise_2d_equals_segment(tiny_model, tmp_path):
     assert not (tmp_path / "out.zarr.samzoo-scratch").exists()
 
 
+def test_blockwise_pastes_window_cores_when_asked(tiny_model, tmp_path):
+    """``blend_tiles=False``: each block's core from the window that owns it, as a bioimageio.core
+    consumer of the package computes; equal to ``segment(blend_tiles=False)``, and not to the
+    blended default (so the equality test above really checks blending)."""
+    image = _image()
+    pasted = segment(image, tiny_model, tile_shape=TILE, halo=HALO, ais_params=PARAMS, progress=False,
+                     blend_tiles=False)
+    blended = segment(image, tiny_model, tile_shape=TILE, halo=HALO, ais_params=PARAMS, progress=False)
+    assert (pasted != blended).any()
+    source = ArraySource.open(_write_zarr(tmp_path / "in.zarr", image, (64, 64)))
+    segment_blockwise(source, output_location(tmp_path / "out.zarr"), _block_model(tiny_model), tile_shape=TILE,
+                      halo=HALO, progress=False, blend_tiles=False)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr"))[:], pasted)
+
+
 def test_blockwise_volume_equals_segment_into_ome_zarr(tiny_model, tmp_path):
     rng = np.random.default_rng(1)
     centers = [tuple(c) for c in rng.integers(8, 170, size=(20, 2))]
@@ -105,7 +120,7 @@ def test_blockwise_resumes_after_a_crash_and_guards_outputs(tiny_model, tmp_path
     assert job_attrs["samzoo_complete"] is False  # a partial store is never taken as done
     assert output_state(out, job_attrs["samzoo_fingerprint"]) == "partial"
     resumed = segment_blockwise(source, out, model, tile_shape=TILE, halo=HALO, progress=False)
-    assert resumed.resumed_blocks == 4
+    assert resumed.resumed_maps == 4  # model windows kept from the interrupted run
     expected = segment(image, tiny_model, tile_shape=TILE, halo=HALO, ais_params=PARAMS, progress=False)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr"))[:], expected)
 

@@ -1,4 +1,4 @@
-"""Seamless tiling: decoder maps blended across tile overlaps, the image normalised once.
+"""Seamless tiling (the default): decoder maps blended across tile overlaps, the image normalised once.
 
 Measured with the shipped default model on a tiled synthetic nuclei image: shifting the image
 against the tile grid changes the AIS labels by less than SHIFT_BOUND (1 - SA at IoU 0.5 between
@@ -54,9 +54,9 @@ def test_shifting_the_image_against_the_tile_grid_changes_few_labels(default_mod
     import samzoo
 
     image, _ = _nuclei((420, 420), 3)
-    first = samzoo.segment(image, default_model, progress=False, blend_tiles=True)
+    first = samzoo.segment(image, default_model, progress=False)
     dy, dx = 5, 7
-    shifted = samzoo.segment(image[dy:, dx:], default_model, progress=False, blend_tiles=True)
+    shifted = samzoo.segment(image[dy:, dx:], default_model, progress=False)
     # compare away from the new image border (objects cut there legitimately differ)
     inner = (slice(16, -16), slice(16, -16))
     reference, shifted = first[dy:, dx:][inner], shifted[inner]
@@ -74,6 +74,6 @@ def test_an_empty_background_tile_gives_no_objects(default_model):
     background = image[labels == 0]
     # the right part becomes background only: values drawn from the image's own background
     image[:, 220:] = rng.choice(background, size=image[:, 220:].shape)
-    result = samzoo.segment(image, default_model, progress=False, blend_tiles=True)
+    result = samzoo.segment(image, default_model, progress=False)
     assert result[:, :200].max() > 10  # the left part still has its nuclei
     assert not result[:, 240:].any()  # the empty tiles (and most of their halos) stay empty

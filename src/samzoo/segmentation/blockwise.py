@@ -8,10 +8,12 @@ zarr scratch store next to the output, and labels are written chunk by chunk.
 Passes (each a loop over blocks = one model tile of one plane; ``Executor`` runs them in this
 process or on a dask.distributed cluster, see ``distributed``):
 
-1. maps: the family's decoder maps of each block's core, from the model windows of
-   ``TileGrid(fit_edge=True)`` (bioimageio.core's layout, the same as ``segment``'s tiling: the
-   last window moved back to the image edge, windows past the image padded symmetric); the core
-   goes to the scratch store. Normalisation uses whole-plane statistics computed first.
+1. maps: the family's decoder maps of every model window of ``TileGrid(fit_edge=True)``
+   (bioimageio.core's layout, the same as ``segment``'s tiling: the last window moved back to the
+   image edge, windows past the image padded symmetric), each kept whole in the scratch store;
+   then each block's core is blended from the windows over it with ``tiling.blend_weights``,
+   exactly as ``segment`` blends the whole plane (``blend_tiles=False``: each block's core is
+   pasted from the window that owns it). Normalisation uses whole-plane statistics computed first.
 2. seeds: the family's seed mask on each core (maps read with ``context`` pixels around it, so
    smoothing sees what it sees on the whole image), 8-connected components per block, then the
    components touching across block borders are joined (union-find over the border pairs) and
@@ -23,8 +25,8 @@ process or on a dask.distributed cluster, see ``distributed``):
    from overlap and size counts collected per block; then one pass writes the final ids.
 
 Why seeds + watershed over stitched maps rather than segmenting blocks and merging objects cut
-by borders: the maps are stitched exactly (each tile's core from its own halo'd prediction, as
-the in-memory tiled path does), and seed labelling across borders is exact, so the only
+by borders: the maps are stitched exactly (blended or pasted, with the in-memory tiled path's
+arithmetic), and seed labelling across borders is exact, so the only
 difference to one watershed over the whole plane is a flood that would reach a core pixel along
 a path leaving the ``label_halo`` window -- impossible for objects smaller than the halo.
 Block-merge heuristics instead change labels wherever an object crosses a border.
@@ -55,7 +57,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..stores import ArraySource, LabelWriter, Location, create_labels, mark_complete, output_state, remove_output
 from .preprocess import _layout_3d
-from .tiling import TileGrid, crop_padding, pad_window
+from .tiling import TileGrid, blend_weights, crop_padding, pad_window
 from .volume import match_from_counts
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -175,6 +177,17 @@ class Context:
     label_halo: int
     n_maps: int
     torch_threads: int | None = None
+    blend_tiles: bool = True
+
+
+@dataclass(frozen=True)
+class ModelTile:
+    """One model window of one plane: ``index`` is its row in the scratch ``tile_maps`` store,
+    ``tile`` its index in the plane's ``TileGrid(fit_edge=True)``."""
+
+    index: int
+    plane: int
+    tile: int
 
 
 def _expand(s: slice, by: int, size: int) -> slice:
@@ -232,6 +245,64 @@ def _task_maps(blocks: Sequence[Block], ctx: Context, model: BlockModel, stats: 
         store[(slice(None),) + layout.index(b.plane, b.rows, b.cols, for_labels=True)] = cores[b.index]
         done[b.index] = 1  # after the data: a block marked done is complete
     return len(blocks)
+
+
+def _model_grid(ctx: Context) -> TileGrid:
+    return TileGrid(ctx.layout.plane_shape, ctx.tile_shape, ctx.halo, fit_edge=True)
+
+
+def _task_tile_maps(tiles: Sequence[ModelTile], ctx: Context, model: BlockModel, stats: list[dict[str, Any]]) -> int:
+    """Decoder maps of a group of model windows (one encoder batch), each kept whole (its outer
+    block inside the image) in the ``tile_maps`` store for the blend pass; returns the count."""
+    _set_threads(ctx)
+    layout, grid = ctx.layout, _model_grid(ctx)
+    windows = [grid.tile(m.tile) for m in tiles]
+    raw = [pad_window(np.asarray(ctx.source.read(layout.index(m.plane, *t.outer))), t.padding)
+           for m, t in zip(tiles, windows)]
+    maps = model.predict_maps(raw, [stats[m.plane] for m in tiles])
+    store, done = _scratch(ctx, "tile_maps"), _scratch(ctx, "tiles_done")
+    for m, t, values in zip(tiles, windows, maps):
+        oh, ow = t.outer_shape
+        store[m.index, :, :oh, :ow] = crop_padding(values, t.padding)
+        done[m.index] = 1  # after the data: a window marked done is complete
+    return len(tiles)
+
+
+def _covering_tiles(grid: TileGrid, block: Block) -> list:
+    """The model windows whose outer block overlaps ``block``, in grid order (the order in which
+    ``tiling.BlendedMap`` adds them, so the float sums are the same)."""
+    found = []
+    r0, c0 = block.rows.start // grid.tile_shape[0], block.cols.start // grid.tile_shape[1]
+    for r in range(max(r0 - 2, 0), min(r0 + 3, grid.grid_shape[0])):
+        for c in range(max(c0 - 2, 0), min(c0 + 3, grid.grid_shape[1])):
+            tile = grid.tile(int(np.ravel_multi_index((r, c), grid.grid_shape)))
+            rows, cols = tile.outer
+            if rows.start < block.rows.stop and block.rows.start < rows.stop \
+                    and cols.start < block.cols.stop and block.cols.start < cols.stop:
+                found.append(tile)
+    return found
+
+
+def _task_blend(block: Block, ctx: Context) -> None:
+    """A block's core of the blended maps: the weighted mean of every window covering it
+    (``tiling.blend_weights``), exactly as ``BlendedMap`` computes it on the whole plane."""
+    grid = _model_grid(ctx)
+    tile_store = _scratch(ctx, "tile_maps")
+    shape = (block.rows.stop - block.rows.start, block.cols.stop - block.cols.start)
+    total = np.zeros((ctx.n_maps, *shape), dtype=np.float32)
+    weight = np.zeros(shape, dtype=np.float32)
+    for tile in _covering_tiles(grid, block):
+        rows = slice(max(block.rows.start, tile.outer[0].start), min(block.rows.stop, tile.outer[0].stop))
+        cols = slice(max(block.cols.start, tile.outer[1].start), min(block.cols.stop, tile.outer[1].stop))
+        in_tile = (_local(rows, tile.outer[0]), _local(cols, tile.outer[1]))
+        in_block = (_local(rows, block.rows), _local(cols, block.cols))
+        values = np.asarray(tile_store[(block.plane * len(grid) + tile.index, slice(None)) + in_tile], dtype=np.float32)
+        weights = blend_weights(tile, ctx.layout.plane_shape, ctx.halo)[in_tile]
+        total[(slice(None),) + in_block] += values * weights
+        weight[in_block] += weights
+    store, done = _scratch(ctx, "maps"), _scratch(ctx, "maps_done")
+    store[(slice(None),) + ctx.layout.index(block.plane, block.rows, block.cols, for_labels=True)] = total / weight
+    done[block.index] = 1
 
 
 def _model_tiles(grid: TileGrid, block: Block) -> list:
@@ -356,14 +427,17 @@ class BlockwiseResult:
     n_objects: int
     n_blocks: int
     seconds: float
-    resumed_blocks: int = 0
+    resumed_maps: int = 0
+    """Map tasks' units taken from an interrupted earlier run: model windows (blending) or blocks."""
     skipped: bool = False
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _create_scratch(path: Path, layout: Layout, tile: tuple[int, int], n_maps: int, n_blocks: int,
-                    fingerprint: dict[str, Any], maps_dtype: str) -> None:
-    """Scratch arrays; an existing scratch store of the same job is kept (resume)."""
+                    fingerprint: dict[str, Any], maps_dtype: str, windows: tuple[int, tuple[int, int]] | None = None
+                    ) -> None:
+    """Scratch arrays; an existing scratch store of the same job is kept (resume). ``windows``
+    (count, window shape): also a store of whole model windows, one chunk each (blending)."""
     import zarr
 
     marker = path / "samzoo_job.json"
@@ -378,6 +452,11 @@ def _create_scratch(path: Path, layout: Layout, tile: tuple[int, int], n_maps: i
     for name in ("seeds_local", "seeds", "labels", "labels_sized"):
         zarr.create_array(str(path / name), shape=shape, chunks=chunks, dtype="uint32", fill_value=0)
     zarr.create_array(str(path / "maps_done"), shape=(n_blocks,), chunks=(1,), dtype="uint8", fill_value=0)
+    if windows is not None:
+        count, window = windows
+        zarr.create_array(str(path / "tile_maps"), shape=(count, n_maps) + window, chunks=(1, n_maps) + window,
+                          dtype=maps_dtype, fill_value=0)
+        zarr.create_array(str(path / "tiles_done"), shape=(count,), chunks=(1,), dtype="uint8", fill_value=0)
     marker.write_text(json.dumps(fingerprint))
 
 
@@ -426,6 +505,7 @@ def segment_blockwise(
     progress: bool = True,
     torch_threads: int | None = None,
     zarr_format: int = 3,
+    blend_tiles: bool = True,
 ) -> BlockwiseResult:
     """Segment ``source`` block by block into the label store ``output`` (see the module docstring).
 
@@ -435,7 +515,9 @@ def segment_blockwise(
     watershed); ``executor``: ``SerialExecutor()`` (default) or ``distributed.DaskExecutor``;
     ``fingerprint``: what identifies this job (an existing output with another fingerprint is
     refused unless ``overwrite``; a complete one with the same is skipped; a partial one is
-    resumed); ``scratch``: folder for intermediate maps (default: next to the output).
+    resumed); ``scratch``: folder for intermediate maps (default: next to the output);
+    ``blend_tiles``: blend the model windows' maps across their overlaps, as ``segment`` does by
+    default (False: paste each window's core, as a bioimageio.core consumer of the package does).
     """
     start = time.perf_counter()
     executor = executor or SerialExecutor()
@@ -446,6 +528,8 @@ def segment_blockwise(
         raise InputError(f"label_halo {label_halo} is smaller than the {model.context} px the watershed inputs need")
     job = {"input": str(source.location), "shape": list(source.shape), "volume": layout.volume,
            "tile_shape": list(tile), "halo": list(halo_), "label_halo": label_halo, **(fingerprint or {})}
+    if blend_tiles:  # pasted stores written before blending existed keep their fingerprint
+        job["blend_tiles"] = True
     state = output_state(output, job)
     if state == "different":
         if not overwrite:
@@ -461,11 +545,14 @@ def segment_blockwise(
 
     blocks, n_cols = _blocks(layout, tile)
     scratch_path = Path(scratch) if scratch else output.path.with_name(output.path.name + ".samzoo-scratch")
+    n_windows = len(TileGrid(layout.plane_shape, tile, halo_, fit_edge=True))
+    window = (tile[0] + 2 * halo_[0], tile[1] + 2 * halo_[1])
     _create_scratch(scratch_path, layout, tile, model.n_maps, len(blocks), {**job, "maps_dtype": maps_dtype},
-                    maps_dtype)
+                    maps_dtype, (layout.planes * n_windows, window) if blend_tiles else None)
     writer = create_labels(output, layout.labels_shape, ((1,) if layout.volume else ()) + tile, fingerprint=job,
                            axes=layout.axes, zarr_format=zarr_format, multiscales=source.ome_multiscales())
-    ctx = Context(source, layout, str(scratch_path), tile, halo_, label_halo, model.n_maps, torch_threads)
+    ctx = Context(source, layout, str(scratch_path), tile, halo_, label_halo, model.n_maps, torch_threads,
+                  blend_tiles)
     shared_model = executor.share(model)
     timings: dict[str, float] = {}
 
@@ -482,8 +569,18 @@ def segment_blockwise(
     done = np.asarray(zarr.open_array(str(scratch_path / "maps_done"), mode="r")[:]).astype(bool)
     todo = [b for b in blocks if not done[b.index]]
     batch = max(1, int(getattr(model, "batch_size", 1)))
-    groups = [todo[i: i + batch] for i in range(0, len(todo), batch)]
-    timed("maps", _task_maps, groups, model=shared_model, stats=stats)
+    if blend_tiles:  # every window once, then each block's core blended from the windows over it
+        windows_done = np.asarray(zarr.open_array(str(scratch_path / "tiles_done"), mode="r")[:]).astype(bool)
+        windows_todo = [ModelTile(p * n_windows + t, p, t) for p in range(layout.planes) for t in range(n_windows)
+                        if not windows_done[p * n_windows + t]]
+        groups = [windows_todo[i: i + batch] for i in range(0, len(windows_todo), batch)]
+        timed("maps", _task_tile_maps, groups, model=shared_model, stats=stats)
+        timed("blend", _task_blend, todo)
+        resumed = int(windows_done.sum())
+    else:
+        resumed = len(blocks) - len(todo)
+        groups = [todo[i: i + batch] for i in range(0, len(todo), batch)]
+        timed("maps", _task_maps, groups, model=shared_model, stats=stats)
 
     # 2. seeds: local components, border joins, global ids numbered by first pixel
     seeds = timed("seeds", _task_seeds, blocks, model=shared_model)
@@ -541,7 +638,7 @@ def segment_blockwise(
     if not keep_scratch:
         shutil.rmtree(scratch_path, ignore_errors=True)
     return BlockwiseResult(output, layout.labels_shape, n_objects, len(blocks), time.perf_counter() - start,
-                           resumed_blocks=len(blocks) - len(todo), timings=timings)
+                           resumed_maps=resumed, timings=timings)
 
 
 def _task_seed_ids_indexed(item: tuple[Block, np.ndarray], ctx: Context) -> None:

@@ -903,6 +903,26 @@ def tiles(shape: Tuple[int, int], tile: int, halo: int):
             yield tuple(outer), tuple(inner), tuple(local), tuple(padding)
 
 
+def blend_weights(outer: Tuple[slice, slice], shape: Tuple[int, int], halo: int, floor: float = 1e-3) -> np.ndarray:
+    """Weights over a window's ``outer`` block for blending overlapping windows' maps: along each
+    axis a linear ramp from ``floor`` at an edge that has a neighbouring window to 1 at ``2 halo``
+    inside (the overlap with that neighbour), 1 at an image border; so no seam follows the grid.
+    samzoo's in-house tiling computes the same float32 values."""
+    factors = []
+    for axis, (part, size) in enumerate(zip(outer, shape)):
+        n = part.stop - part.start
+        ramp = np.ones(n, dtype=np.float32)
+        width = 2 * int(halo)
+        if width > 0:
+            rising = np.clip((np.arange(n, dtype=np.float32) + 0.5) / width, floor, 1.0)
+            if part.start > 0:
+                ramp = np.minimum(ramp, rising)
+            if part.stop < size:
+                ramp = np.minimum(ramp, rising[::-1])
+        factors.append(ramp.reshape((n, 1) if axis == 0 else (1, n)))
+    return factors[0] * factors[1]
+
+
 # ================================================================================================
 # seeded watershed (numpy / scipy / heapq only)
 # ================================================================================================
@@ -1102,19 +1122,22 @@ class MicroSam(nn.Module):
         return maps[0].float().cpu().numpy()
 
     def ais_maps(self, image_hwc: np.ndarray) -> np.ndarray:
-        """AIS maps (3, H, W) of a 0..255 image: whole, or tiled at native resolution."""
+        """AIS maps (3, H, W) of a 0..255 image: whole, or tiled at native resolution with the
+        windows' maps blended across their overlaps (``blend_weights``), as samzoo segments."""
         shape = tuple(image_hwc.shape[:2])
         tiling = auto_tiling(shape, self.cfg.img_size)
         if tiling is None:
             return self.maps_of_block(image_hwc)
-        out = np.zeros((3, *shape), np.float32)
-        for outer, inner, local, padding in tiles(shape, *tiling):
+        total = np.zeros((3, *shape), np.float32)
+        weight = np.zeros(shape, np.float32)
+        for outer, _, _, padding in tiles(shape, *tiling):
             block = np.pad(image_hwc[outer], (*padding, (0, 0)), mode="symmetric")
             maps = self.maps_of_block(block)
             (top, _), (left, _) = padding
-            out[(slice(None), *inner)] = maps[:, local[0].start + top:local[0].stop + top,
-                                              local[1].start + left:local[1].stop + left]
-        return out
+            weights = blend_weights(outer, shape, tiling[1])
+            total[(slice(None), *outer)] += maps[:, top:top + weights.shape[0], left:left + weights.shape[1]] * weights
+            weight[outer] += weights
+        return total / weight
 
     def prompt_masks(self, embeddings: torch.Tensor, input_shape: Tuple[int, int], original: Tuple[int, int],
                      box_prompts=None, point_prompts=None, point_labels=None, mask_prompts=None):

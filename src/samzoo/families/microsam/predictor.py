@@ -379,7 +379,7 @@ class Predictor:
 
     # ---------------------------------------------------------------- AIS
     @torch.inference_mode()
-    def ais_outputs(self, *, progress: bool | None = None, blend: bool = False) -> np.ndarray:
+    def ais_outputs(self, *, progress: bool | None = None, blend: bool = True) -> np.ndarray:
         """AIS decoder outputs ``(3, H, W)`` float32 (foreground, center and boundary distances)
         for the whole image. Tiled images are decoded tile by tile (each tile sees its halo) and
         the maps blended across the tiles' overlaps (``tiling.BlendedMap``); ``blend=False``

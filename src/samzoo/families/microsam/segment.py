@@ -64,7 +64,7 @@ def segment_image(
     embedding_cache: "EmbeddingCache | str | bool | None" = None,
     progress: bool = True,
     diameter: float | None = None,
-    blend_tiles: bool = False,
+    blend_tiles: bool = True,
 ) -> np.ndarray:
     """One 2D image -> uint32 labels. ``mode="ais"``: the AIS decoder's maps and the seeded
     watershed (``ais_params`` override the model's tuned values, which override the defaults);
@@ -73,9 +73,9 @@ def segment_image(
     spelling of whichever of the two the mode uses. ``diameter``: typical object diameter in
     pixels; the image is rescaled so objects reach the size the model was trained for
     (``segmentation.diameter``); 0 estimates it from a first pass; None (default) segments at
-    native size. ``blend_tiles``: blend the decoder maps across tile overlaps instead of
-    pasting each tile's core (seamless, but not yet what the packaged model and blockwise runs
-    compute, so off by default)."""
+    native size. ``blend_tiles`` (default): blend the decoder maps across tile overlaps, so no
+    seam follows the tile grid (blockwise runs blend the same way); False pastes each tile's
+    core, which is what a bioimageio.core consumer of the ``ais_network`` package computes.""" 
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if params is not None:
