@@ -43,6 +43,12 @@ def test_split_source_reads_checks_hashes_and_rescales(tmp_path):
     source = build_source({"kind": "split", "set": "toy", "root": str(tmp_path), "scale": 0.5}, 64)
     image, labels = source.draw(np.random.default_rng(0))
     assert image.shape == labels.shape == (20, 25) and labels.max() == 1
+    # a scale range: every draw its own factor within [low, high]
+    ranged = build_source({"kind": "split", "set": "toy", "root": str(tmp_path), "scale": [0.5, 1.0]}, 64)
+    heights = {ranged.draw(np.random.default_rng(seed))[1].shape[0] for seed in range(12)}
+    assert len(heights) > 3 and min(heights) >= 20 and max(heights) <= 40
+    with pytest.raises(InputError, match="low <= high"):
+        build_source({"kind": "split", "set": "toy", "root": str(tmp_path), "scale": [1.0, 0.5]}, 64)
     assert [name for name, _, _ in load_split("toy", "train", tmp_path)] == ["a", "b"]
     # a changed file no longer matches MANIFEST.tsv
     tifffile.imwrite(tmp_path / "toy" / "train" / "labels" / "a.tif", np.zeros((40, 50), np.uint16))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,26 +119,34 @@ def rescale_pair(image: np.ndarray, labels: np.ndarray, scale: float) -> Raw:
 
 class SplitSource:
     """A training data source over one split of one set (``{"kind": "split", "set": ..., "split":
-    "train", "root": ..., "scale": 1.0}``); images are drawn uniformly, read (and rescaled by
-    ``scale``) once and cached."""
+    "train", "root": ..., "scale": 1.0}``); images are drawn uniformly and read once (cached).
+
+    ``scale``: one factor (each image rescaled once, then cached), or ``[low, high]``: a factor
+    drawn log-uniformly for every sample, so the model learns the set's objects over a range of
+    sizes (large phase-contrast cells both at native size and at the ~50 px of other sets)."""
 
     def __init__(self, set_name: str, split: str = "train", root: str | os.PathLike[str] | None = None,
-                 scale: float = 1.0):
-        if not 0.05 <= float(scale) <= 20:
-            raise InputError(f"scale must be in 0.05..20, got {scale}")
+                 scale: "float | Sequence[float]" = 1.0):
+        bounds = tuple(float(v) for v in scale) if isinstance(scale, (list, tuple)) else (float(scale),) * 2
+        if len(bounds) != 2 or not 0.05 <= bounds[0] <= bounds[1] <= 20:
+            raise InputError(f"scale must be a factor or [low, high] in 0.05..20 (low <= high), got {scale}")
         self.pairs = split_pairs(set_name, split, root)
-        self.scale = float(scale)
+        self.scale = bounds
         self._cache: dict[int, Raw] = {}
 
     def draw(self, rng: np.random.Generator) -> Raw:
         i = int(rng.integers(len(self.pairs)))
+        low, high = self.scale
         if i not in self._cache:
             image, labels = load_pair(self.pairs[i])
-            self._cache[i] = rescale_pair(image, labels, self.scale) if self.scale != 1.0 else (image, labels)
-        return self._cache[i]
+            self._cache[i] = rescale_pair(image, labels, low) if low == high != 1.0 else (image, labels)
+        if low == high:
+            return self._cache[i]
+        factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        return rescale_pair(*self._cache[i], factor) if factor != 1.0 else self._cache[i]
 
 
 def split_source(spec: dict[str, Any]) -> SplitSource:
     if "set" not in spec:
         raise InputError(f"split data source needs 'set' (got {sorted(spec)})")
-    return SplitSource(spec["set"], spec.get("split", "train"), spec.get("root"), float(spec.get("scale", 1.0)))
+    return SplitSource(spec["set"], spec.get("split", "train"), spec.get("root"), spec.get("scale", 1.0))
