@@ -28,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
         inference_device(args.device)
     settings = read_config_data(args.config) if args.config else {"preset": args.preset}
     overrides = {"out_dir": args.output, "iterations": args.iterations, "max_minutes": args.max_minutes,
-                 "device": args.device, "restart": True if args.restart else None}
+                 "device": args.device, "restart": True if args.restart else None, "replay": args.replay}
     with _hub_environment(args.offline, args.registry):
         family, result = run_training(settings, {k: v for k, v in overrides.items() if v is not None}, progress=True)
     if isinstance(result, Path):
@@ -73,6 +73,9 @@ def register(subparsers) -> None:
     p.add_argument("--iterations", type=int, help="override the number of iterations (>= 1)")
     p.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]", help="override the config's device")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time (checkpoints are kept)")
+    p.add_argument("--replay", type=float, metavar="FRACTION",
+                   help="draw this fraction of the samples from the initial model's own recorded training data "
+                        "(μSAM; a specialist then keeps more of what its generalist knew)")
     p.add_argument("--restart", action="store_true", help="ignore an existing latest checkpoint in the output folder")
     opts.add_offline(p)
     opts.add_registry(p)

@@ -37,6 +37,10 @@ def describe_data(sources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         elif kind == "torch_em":
             parts.append(f"{share} the torch-em dataset {source.get('dataset')}")
             ids.append(str(source.get("dataset")))
+        elif kind == "split":
+            parts.append(f"{share} real annotated images of the {source.get('set')} {source.get('split', 'train')} "
+                         "split" + (" (replayed from the parent's data)" if source.get("replay") else ""))
+            ids.append(str(source.get("set")))
         else:
             parts.append(f"{share} {kind} data")
     return {"description": "; ".join(parts) or "not recorded", "ids": list(dict.fromkeys(ids))}

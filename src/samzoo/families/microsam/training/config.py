@@ -44,6 +44,9 @@ class TrainConfig:
     # data
     data: list[dict[str, Any]] = field(default_factory=lambda: [_synthetic_source()])
     val_data: list[dict[str, Any]] | None = None  # None: same sources as data, other seeds
+    # fraction of samples drawn from init_checkpoint's own recorded training data (training.replay):
+    # a specialist then forgets less of what its generalist parent knew
+    replay: float = 0.0
     patch_size: int = 512
     min_objects: int = 1
     augment: bool = True
@@ -104,6 +107,10 @@ class TrainConfig:
             raise InputError(f"lr must be a number >= 0, got {self.lr}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"max_minutes must be > 0 (or null: no limit), got {self.max_minutes}")
+        if not 0.0 <= self.replay < 1.0:
+            raise InputError(f"replay must be a fraction in [0, 1), got {self.replay}")
+        if self.replay > 0 and not self.init_checkpoint:
+            raise InputError("replay draws from the initial model's training data; set init_checkpoint")
         if self.lora_rank < 0 or self.warmup_iterations < 0:
             raise InputError("lora_rank and warmup_iterations must be >= 0")
 

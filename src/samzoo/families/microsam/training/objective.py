@@ -12,6 +12,7 @@ so only one head's activations are alive at a time. Batches and prompts are pure
 from __future__ import annotations
 
 import copy
+import dataclasses
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ....errors import CheckpointError
 from ....training.data import PatchSampler, build_source, fixed_samples, sample_batch
 from ....training.provenance import describe_data, run_metadata
 from ....training.recompute import encode_with_recomputation
+from ....training.replay import can_build, mix_replay, recorded_training_data
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import preset
 from ..model import SamzooModel
@@ -162,6 +164,7 @@ class MicrosamObjective:
         self.val_sampler: PatchSampler | None = None
         self._val_set: list[dict[str, np.ndarray]] | None = None
         self.ais_loss = ais_loss_fn()  # validation scores with the training loss
+        self._parent_data: list[dict[str, Any]] | None = None  # init_checkpoint's recorded data (replay)
 
     # models
     def initial_model(self) -> SamzooModel:
@@ -173,8 +176,10 @@ class MicrosamObjective:
             if not isinstance(model, SamzooModel):
                 raise CheckpointError(f"{config.init_checkpoint}: not a μSAM model; a μSAM run starts from one "
                                       "(or from an architecture preset)")
+            self._parent_data = recorded_training_data(model.metadata)
             # the child describes itself and names its parent; nothing the parent measured carries over
-            model.metadata = run_metadata(config, model.metadata, str(config.init_checkpoint))
+            described = dataclasses.replace(config, data=self.training_sources()) if config.replay else config
+            model.metadata = run_metadata(described, model.metadata, str(config.init_checkpoint))
             return model
         torch.manual_seed(config.seed)
         return SamzooModel(preset(config.model, **config.model_changes), metadata=run_metadata(config))
@@ -203,8 +208,21 @@ class MicrosamObjective:
     # training
     def loss_module(self, model: SamzooModel, device: torch.device, rank: int) -> "JointLoss":
         config = self.config
-        self.sampler = build_sampler(config, config.data, augment=config.augment, normalization=self.normalization)
+        self.sampler = build_sampler(config, self.training_sources(), augment=config.augment,
+                                     normalization=self.normalization)
         return JointLoss(model, config, sample_offset=rank * config.batch_size, device=device)
+
+    def training_sources(self) -> list[dict[str, Any]]:
+        """``config.data``, with ``config.replay`` of the samples from the parent's own data."""
+        config = self.config
+        if config.replay <= 0:
+            return list(config.data)
+        if self._parent_data is None:  # resumed run: the parent was not loaded by initial_model
+            from ....api import load_model
+
+            self._parent_data = recorded_training_data(load_model(config.init_checkpoint).metadata)
+        return mix_replay(config.data, self._parent_data, config.replay,
+                          can_build(lambda source: build_source(source, config.patch_size)))
 
     def batch(self, iteration: int, rank: int) -> dict[str, torch.Tensor]:
         config = self.config
