@@ -29,7 +29,7 @@ def make_pixel_model(model):
     def embed(images):
         return images.float(), tuple(images.shape[-2:])
 
-    def decode_ais(embedding, input_shape, original_shape):
+    def decode_ais(embedding, input_shape, original_shape, float32=False):
         gray = embedding[0].mean(0).numpy()
         foreground = gray > 127.5
         distance = np.clip(ndimage.distance_transform_edt(foreground) / 8.0, 0, 1)

@@ -163,7 +163,7 @@ class AisBlockModel:
             batch = torch.from_numpy(np.stack([images[i] for i in group])).permute(0, 3, 1, 2).contiguous()
             with autocast:
                 embedding, input_shape = network.embed(batch)
-                maps = network.decode_ais(embedding, tuple(int(v) for v in input_shape), shape[:2])
+                maps = network.decode_ais(embedding, tuple(int(v) for v in input_shape), shape[:2], float32=True)
             maps = maps.float().cpu().numpy()
             for j, i in enumerate(group):
                 out[i] = maps[j]

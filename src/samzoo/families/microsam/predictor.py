@@ -389,14 +389,14 @@ class Predictor:
             raise InputError(f"model {self.config.name!r} has no AIS decoder; use mode='amg' or prompts")
         if self.grid is None:
             emb = self.window_embedding()
-            out = self.model.decode_ais(emb.embedding, emb.input_shape, self.original_shape)
+            out = self.model.decode_ais(emb.embedding, emb.input_shape, self.original_shape, float32=True)
             return out[0].float().cpu().numpy()
         if not blend:
             stitched = np.zeros((3, *self.original_shape), dtype=np.float32)
         else:
             blended = BlendedMap(3, self.original_shape, self.halo)
         for tile, emb in self.iter_tile_embeddings(progress=progress, desc="AIS tiles"):
-            prediction = self.model.decode_ais(emb.embedding, emb.input_shape, emb.padded_shape)
+            prediction = self.model.decode_ais(emb.embedding, emb.input_shape, emb.padded_shape, float32=True)
             maps = crop_padding(prediction[0].float().cpu().numpy(), emb.padding)
             if blend:
                 blended.add(maps, tile)
