@@ -1,7 +1,7 @@
 """Inference speed of samzoo beside segment-anything's ``SamPredictor`` on the same weights.
 
     python benchmarks/bench_inference.py [--size 1024] [--repeats 2] [--threads N] [--cpu-time] [--no-default]
-        [--int8] [--embedding-only] [--json results/FILE.json]
+        [--int8] [--bf16] [--embedding-only] [--json results/FILE.json]
 
 On a shared, oversubscribed machine use ``--threads 1 --cpu-time``: wall times there mostly
 measure waiting for a core (and OpenMP's spinning threads make 2-thread runs erratic), while the
@@ -18,6 +18,8 @@ checkpoint is installed, samzoo's default model, on one uint8 RGB image of ``--s
 * image encoder network only: both ``image_encoder`` modules on the identical input tensor;
 * prompt decode: one point (3 masks) and one box, mean over ``--decode-repeats`` calls;
 * AIS: samzoo's decoder pass and watershed (segment-anything has no AIS; no ratio).
+* ``--bf16``: likewise samzoo with ``--precision bfloat16`` (the float32 model under CPU autocast;
+  oneDNN runs the linears on AMX / AVX-512 BF16 where the CPU has them).
 * ``--int8``: a third side in the same interleaved set_image loop, samzoo with
   ``--precision int8`` (``quantize_int8``: the ViT linears dynamically quantised), plus the
   embedding's max difference to float32 (int8 is not held to the 1e-3 tolerance: it is an
@@ -38,6 +40,7 @@ fed samzoo's normalised, resized image via ``set_torch_image``. Outputs must agr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -129,7 +132,7 @@ def timed(fn, *args, **kwargs):
 
 
 def bench_model(name: str, model, image: np.ndarray, report: Report, *, repeats: int, decode_repeats: int,
-                int8: bool = False, embedding_only: bool = False) -> None:
+                int8: bool = False, bf16: bool = False, embedding_only: bool = False) -> None:
     from segment_anything import SamPredictor
 
     from samzoo.families.microsam.ais import watershed_from_decoder_outputs
@@ -152,35 +155,40 @@ def bench_model(name: str, model, image: np.ndarray, report: Report, *, repeats:
 
     # encoder, interleaved so that load changes hit both sides alike; untiled on purpose (the
     # reference cannot tile), so the default model sees the same resized image on both sides
-    ours_times, ref_times, int8_times = [], [], []
+    ours_times, ref_times = [], []
+    fast_sides: dict[str, tuple[Predictor, object]] = {}  # precision -> (predictor, autocast context)
     if int8:
         from samzoo.families.microsam.quantization import quantize_int8
 
         seconds, quantized = timed(quantize_int8, model)
         print(f"  {name}: quantize_int8 {seconds:.2f} s", file=sys.stderr)
-        ours_int8 = Predictor(quantized)
+        fast_sides["int8"] = (Predictor(quantized), contextlib.nullcontext)
+    if bf16:  # what segment(precision="bfloat16") does: the float32 model under CPU autocast
+        fast_sides["bfloat16"] = (Predictor(model), lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    fast_times: dict[str, list[float]] = {k: [] for k in fast_sides}
     for _ in range(repeats):
         seconds, _ = timed(ours.set_image, image, tile_shape=image.shape[:2])
         ours_times.append(seconds)
-        if int8:
-            seconds, _ = timed(ours_int8.set_image, image, tile_shape=image.shape[:2])
-            int8_times.append(seconds)
+        for precision, (predictor, context) in fast_sides.items():
+            with context():
+                seconds, _ = timed(predictor.set_image, image, tile_shape=image.shape[:2])
+            fast_times[precision].append(seconds)
         seconds, _ = timed(set_reference)
         ref_times.append(seconds)
         print(f"  {name}: set_image samzoo {ours_times[-1]:.2f} s, "
-              + (f"samzoo int8 {int8_times[-1]:.2f} s, " if int8 else "")
+              + "".join(f"samzoo {k} {v[-1]:.2f} s, " for k, v in fast_times.items())
               + f"segment-anything {ref_times[-1]:.2f} s", file=sys.stderr)
     report.rows.append(Row(name, f"set_image ({size}x{size})", min(ours_times), min(ref_times),
                            float(np.median(np.array(ours_times) / np.array(ref_times)))))
-    if int8:
-        report.rows.append(Row(name, f"set_image int8 ({size}x{size})", min(int8_times), min(ref_times),
-                               float(np.median(np.array(int8_times) / np.array(ref_times)))))
-        report.rows.append(Row(name, "set_image int8 / samzoo float32", min(int8_times), min(ours_times),
-                               float(np.median(np.array(int8_times) / np.array(ours_times)))))
-        emb, emb32 = ours_int8.get_image_embedding(), ours.get_image_embedding()
-        report.notes[f"{name} int8 embedding max |diff| to float32"] = float((emb - emb32).abs().max())
+    for precision, times in fast_times.items():
+        report.rows.append(Row(name, f"set_image {precision} ({size}x{size})", min(times), min(ref_times),
+                               float(np.median(np.array(times) / np.array(ref_times)))))
+        report.rows.append(Row(name, f"set_image {precision} / samzoo float32", min(times), min(ours_times),
+                               float(np.median(np.array(times) / np.array(ours_times)))))
+        emb, emb32 = fast_sides[precision][0].get_image_embedding().float(), ours.get_image_embedding()
+        report.notes[f"{name} {precision} embedding max |diff| to float32"] = float((emb - emb32).abs().max())
         report.notes[f"{name} float32 embedding max |value|"] = float(emb32.abs().max())
-        del ours_int8, quantized
+    fast_sides.clear()
     if embedding_only:
         emb_ours, emb_ref = ours.get_image_embedding(), reference.get_image_embedding()
         diff = float((emb_ours - emb_ref).abs().max())
@@ -281,6 +289,8 @@ def main(argv=None) -> int:
                              "wall times mostly measure waiting; use with --threads 1 (OpenMP threads spin)")
     parser.add_argument("--no-default", action="store_true", help="skip the shipped default model")
     parser.add_argument("--int8", action="store_true", help="also time samzoo with --precision int8")
+    parser.add_argument("--bf16", action="store_true", help="also time samzoo with --precision bfloat16 (CPU autocast; "
+                                                            "fast on CPUs with AVX-512 BF16 / AMX)")
     parser.add_argument("--embedding-only", action="store_true", help="only the set_image rows")
     parser.add_argument("--json", default=None, help="write rows, checks and notes to this JSON file")
     parser.add_argument("--arch", default="vit_b", help="random-weight architecture to compare (default vit_b; "
@@ -305,7 +315,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     random_model = SamzooModel(preset(args.arch), with_ais_decoder=True)
     bench_model(f"{args.arch} (random)", random_model, image, report, repeats=args.repeats,
-                decode_repeats=args.decode_repeats, int8=args.int8, embedding_only=args.embedding_only)
+                decode_repeats=args.decode_repeats, int8=args.int8, bf16=args.bf16,
+                embedding_only=args.embedding_only)
     del random_model
     if not args.no_default:
         try:
@@ -317,17 +328,19 @@ def main(argv=None) -> int:
         else:
             label = str(default.metadata.get("name") or default.config.name)
             bench_model(label[:16], default, image, report, repeats=args.repeats,
-                        decode_repeats=args.decode_repeats, int8=args.int8, embedding_only=args.embedding_only)
+                        decode_repeats=args.decode_repeats, int8=args.int8, bf16=args.bf16,
+                embedding_only=args.embedding_only)
 
     print_report(report)
     encoder = next(r for r in report.rows if r.step.startswith("set_image"))
     ratio = encoder.ratio_value
     print(f"\n{args.arch} set_image (embedding): samzoo/segment-anything = {ratio:.2f}x (target <= {TARGET_EMBEDDING_RATIO}x): "
           f"{'met' if ratio <= TARGET_EMBEDDING_RATIO else 'NOT met'}")
-    fast = next((r for r in report.rows if r.step.startswith("set_image int8 (")), None)
-    if fast is not None:
-        print(f"{args.arch} set_image int8: samzoo/segment-anything = {fast.ratio_value:.2f}x (target <= "
-              f"{TARGET_FAST_CPU_RATIO}x): {'met' if fast.ratio_value <= TARGET_FAST_CPU_RATIO else 'NOT met'}")
+    for precision in ("int8", "bfloat16"):
+        fast = next((r for r in report.rows if r.step.startswith(f"set_image {precision} (")), None)
+        if fast is not None:
+            print(f"{args.arch} set_image {precision}: samzoo/segment-anything = {fast.ratio_value:.2f}x (target <= "
+                  f"{TARGET_FAST_CPU_RATIO}x): {'met' if fast.ratio_value <= TARGET_FAST_CPU_RATIO else 'NOT met'}")
     if args.json:
         import json
 

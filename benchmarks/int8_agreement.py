@@ -65,7 +65,9 @@ def main() -> None:
                      "objects_int8": int(labels.max()), "msa_int8_vs_float32": round(msa, 4),
                      "cpu_seconds_float32": round(t1 - t0, 2), "cpu_seconds_int8": round(t2 - t1, 2)})
         if args.bfloat16:
+            t3 = time.process_time()
             bf16 = segment(image, model, progress=False, embedding_cache=False, precision="bfloat16")
+            rows[-1]["cpu_seconds_bfloat16"] = round(time.process_time() - t3, 2)
             rows[-1]["msa_bfloat16_vs_float32"] = round(float(mean_segmentation_accuracy(bf16, reference)[0]), 4)
             rows[-1]["objects_bfloat16"] = int(bf16.max())
         print(json.dumps(rows[-1]), file=sys.stderr)
@@ -73,6 +75,11 @@ def main() -> None:
     result = {"model": "samzoo-lm-tiny (shipped)", "threads": args.threads, "images": rows,
               "msa_mean": round(float(values.mean()), 4), "msa_min": round(float(values.min()), 4),
               "images_at_or_above_0.98": int((values >= 0.98).sum()), "load_average": os.getloadavg()}
+    if args.bfloat16:
+        bf16_values = np.array([r["msa_bfloat16_vs_float32"] for r in rows])
+        result.update({"bfloat16_msa_mean": round(float(bf16_values.mean()), 4),
+                       "bfloat16_msa_min": round(float(bf16_values.min()), 4),
+                       "bfloat16_images_at_or_above_0.98": int((bf16_values >= 0.98).sum())})
     print(json.dumps(result, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
