@@ -177,7 +177,6 @@ class Context:
     label_halo: int
     n_maps: int
     torch_threads: int | None = None
-    blend_tiles: bool = True
 
 
 @dataclass(frozen=True)
@@ -224,11 +223,16 @@ def _task_stats(plane: int, ctx: Context, model: BlockModel) -> dict[str, Any]:
                                  layout.plane_shape, source.dtype)
 
 
+def _model_grid(ctx: Context) -> TileGrid:
+    """The model windows of a plane (bioimageio.core's layout, as ``segment`` tiles)."""
+    return TileGrid(ctx.layout.plane_shape, ctx.tile_shape, ctx.halo, fit_edge=True)
+
+
 def _task_maps(blocks: Sequence[Block], ctx: Context, model: BlockModel, stats: list[dict[str, Any]]) -> int:
     """Decoder maps of a group of blocks (one encoder batch); returns the number of blocks done."""
     _set_threads(ctx)
     layout = ctx.layout
-    grid = TileGrid(layout.plane_shape, ctx.tile_shape, ctx.halo, fit_edge=True)
+    grid = _model_grid(ctx)
     parts = [(b, t) for b in blocks for t in _model_tiles(grid, b)]
     raw = [pad_window(np.asarray(ctx.source.read(layout.index(b.plane, *t.outer))), t.padding) for b, t in parts]
     maps = model.predict_maps(raw, [stats[b.plane] for b, _ in parts])
@@ -245,10 +249,6 @@ def _task_maps(blocks: Sequence[Block], ctx: Context, model: BlockModel, stats: 
         store[(slice(None),) + layout.index(b.plane, b.rows, b.cols, for_labels=True)] = cores[b.index]
         done[b.index] = 1  # after the data: a block marked done is complete
     return len(blocks)
-
-
-def _model_grid(ctx: Context) -> TileGrid:
-    return TileGrid(ctx.layout.plane_shape, ctx.tile_shape, ctx.halo, fit_edge=True)
 
 
 def _task_tile_maps(tiles: Sequence[ModelTile], ctx: Context, model: BlockModel, stats: list[dict[str, Any]]) -> int:
@@ -551,8 +551,7 @@ def segment_blockwise(
                     maps_dtype, (layout.planes * n_windows, window) if blend_tiles else None)
     writer = create_labels(output, layout.labels_shape, ((1,) if layout.volume else ()) + tile, fingerprint=job,
                            axes=layout.axes, zarr_format=zarr_format, multiscales=source.ome_multiscales())
-    ctx = Context(source, layout, str(scratch_path), tile, halo_, label_halo, model.n_maps, torch_threads,
-                  blend_tiles)
+    ctx = Context(source, layout, str(scratch_path), tile, halo_, label_halo, model.n_maps, torch_threads)
     shared_model = executor.share(model)
     timings: dict[str, float] = {}
 

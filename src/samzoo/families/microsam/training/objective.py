@@ -165,6 +165,7 @@ class MicrosamObjective:
         self._val_set: list[dict[str, np.ndarray]] | None = None
         self.ais_loss = ais_loss_fn()  # validation scores with the training loss
         self._parent_data: list[dict[str, Any]] | None = None  # init_checkpoint's recorded data (replay)
+        self._sources: list[dict[str, Any]] | None = None  # config.data with replay mixed in, made once
 
     # models
     def initial_model(self) -> SamzooModel:
@@ -217,12 +218,14 @@ class MicrosamObjective:
         config = self.config
         if config.replay <= 0:
             return list(config.data)
-        if self._parent_data is None:  # resumed run: the parent was not loaded by initial_model
-            from ....api import load_model
+        if self._sources is None:
+            if self._parent_data is None:  # resumed run: the parent was not loaded by initial_model
+                from ....api import load_model
 
-            self._parent_data = recorded_training_data(load_model(config.init_checkpoint).metadata)
-        return mix_replay(config.data, self._parent_data, config.replay,
-                          can_build(lambda source: build_source(source, config.patch_size)))
+                self._parent_data = recorded_training_data(load_model(config.init_checkpoint).metadata)
+            self._sources = mix_replay(config.data, self._parent_data, config.replay,
+                                       can_build(lambda source: build_source(source, config.patch_size)))
+        return list(self._sources)
 
     def batch(self, iteration: int, rank: int) -> dict[str, torch.Tensor]:
         config = self.config
