@@ -13,7 +13,8 @@ import samzoo  # noqa: F401  (torchvision fix first)
 from samzoo import load_checkpoint
 from samzoo.errors import InputError
 from samzoo.families.microsam.training.config import TrainConfig, load_config, preset_config, save_config
-from samzoo.training.data import PatchSampler, FolderSource, SyntheticSource, random_patch, sample_batch
+from samzoo.training.data import (PatchSampler, FolderSource, SyntheticSource, background_patch, random_patch,
+                                  sample_batch)
 from samzoo.families.microsam.training.prompts import box_from_mask, corrective_points, point_in_mask
 from samzoo.families.microsam.training.targets import ais_target
 from samzoo.families.microsam.training.trainer import Trainer
@@ -113,6 +114,38 @@ def test_sampler_rejects_patches_with_too_few_objects_and_mixes_sources():
     assert torch.equal(a["image"], b["image"])  # batches are a function of (seed, step)
     with pytest.raises(InputError):
         PatchSampler([synthetic], [0.0])
+
+
+def test_sampler_background_samples_look_for_empty_patches():
+    class Empty:
+        def draw(self, rng):
+            return np.zeros((64, 64), np.float32), np.zeros((64, 64), np.uint32)
+
+    synthetic = SyntheticSource(SMALL, shape=(64, 64))
+    always = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20,
+                          background_probability=1.0, targets=ais_target)
+    never = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20,
+                         targets=ais_target)
+    rngs = [np.random.default_rng(i) for i in range(6)]
+    counts = [int(always.sample(r)["labels"].max()) for r in rngs]
+    assert counts == [0] * 6  # an empty source is found within max_tries
+    assert all(never.sample(np.random.default_rng(i))["labels"].max() >= 2 for i in range(6))
+    mixed = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20,
+                         background_probability=0.5, targets=ais_target)
+    empties = sum(mixed.sample(np.random.default_rng(100 + i))["labels"].max() == 0 for i in range(16))
+    assert 2 <= empties <= 14  # some samples are background, not all
+    with pytest.raises(InputError, match="background_probability"):
+        TrainConfig(background_probability=1.5)
+
+
+def test_background_patch_finds_the_empty_part_of_a_sparse_image():
+    labels = np.zeros((256, 256), np.uint32)
+    labels[10:40, 10:40] = 1  # one object in the top-left corner
+    image = np.zeros((256, 256, 3), np.float32)
+    crops = [background_patch(image, labels, 64, np.random.default_rng(i))[1] for i in range(10)]
+    assert all(c.shape == (64, 64) and c.max() == 0 for c in crops)
+    small = background_patch(image[:32, :32], labels[:32, :32], 64, np.random.default_rng(0))[1]
+    assert small.shape == (64, 64) and small.max() == 1  # an image smaller than the patch is padded whole
 
 
 def test_config_yaml_round_trip_and_errors(tmp_path):

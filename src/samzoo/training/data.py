@@ -170,6 +170,26 @@ def random_patch(image: np.ndarray, labels: np.ndarray, size: int,
     h, w = labels.shape
     y = int(rng.integers(0, h - size + 1)) if h > size else 0
     x = int(rng.integers(0, w - size + 1)) if w > size else 0
+    return _crop(image, labels, y, x, size)
+
+
+def background_patch(image: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator,
+                     candidates: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The crop with the least labelled area among ``candidates`` random positions (a summed-area
+    table counts each one's object pixels), so sparse images give empty background patches."""
+    h, w = labels.shape
+    if h <= size and w <= size:
+        return _crop(image, labels, 0, 0, size)
+    area = np.pad(np.cumsum(np.cumsum(labels > 0, axis=0, dtype=np.int64), axis=1), ((1, 0), (1, 0)))
+    ys = rng.integers(0, max(h - size, 0) + 1, candidates)
+    xs = rng.integers(0, max(w - size, 0) + 1, candidates)
+    y1, x1 = np.minimum(ys + size, h), np.minimum(xs + size, w)
+    filled = area[y1, x1] - area[ys, x1] - area[y1, xs] + area[ys, xs]
+    best = int(np.argmin(filled))
+    return _crop(image, labels, int(ys[best]), int(xs[best]), size)
+
+
+def _crop(image: np.ndarray, labels: np.ndarray, y: int, x: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     image, labels = image[y:y + size, x:x + size], labels[y:y + size, x:x + size]
     ph, pw = size - image.shape[0], size - image.shape[1]
     if ph or pw:
@@ -207,12 +227,18 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
 class PatchSampler:
     """Draws raw samples from mixed sources, crops, rejects patches with too few objects,
     augments and computes the training target with ``targets`` (labels -> (cleaned labels,
-    target); None: no target, the labels as they are)."""
+    target); None: no target, the labels as they are).
+
+    ``background_probability``: the share of samples that look for an empty patch instead (the
+    emptiest crop of each draw, ``background_patch``; the fewest objects in ``max_tries`` draws). Why: rejecting patches with too few objects means a
+    model never sees empty background, and then fills the empty tiles of sparse images with
+    noise blobs."""
 
     sources: Sequence[Any]
     weights: Sequence[float]
     patch_size: int = 512
     min_objects: int = 1
+    background_probability: float = 0.0
     max_tries: int = 10
     augment: bool = True
     intensity_augment: bool = True
@@ -229,20 +255,22 @@ class PatchSampler:
         self._probs = w / w.sum()
 
     def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        background = bool(self.background_probability) and rng.random() < self.background_probability
         best = None
         for _ in range(self.max_tries):
             source = self.sources[int(rng.choice(len(self.sources), p=self._probs))]
             raw_image, raw_labels = source.draw(rng)
-            image, labels = random_patch(to_three_channels(raw_image, self.normalization), np.asarray(raw_labels), self.patch_size, rng)
+            crop = background_patch if background else random_patch
+            image, labels = crop(to_three_channels(raw_image, self.normalization), np.asarray(raw_labels), self.patch_size, rng)
             if self.augment:
                 image, labels = augment(image, labels, rng, self.intensity_augment)
             target = None
             if self.targets is not None:
                 labels, target = self.targets(labels)
             n = int(labels.max())
-            if best is None or n > best[0]:
+            if best is None or (n < best[0] if background else n > best[0]):
                 best = (n, image, labels, target)
-            if n >= self.min_objects:
+            if (n == 0) if background else (n >= self.min_objects):
                 break
         _, image, labels, target = best
         sample = {"image": image.transpose(2, 0, 1).copy(), "labels": labels}

@@ -49,6 +49,9 @@ class TrainConfig:
     replay: float = 0.0
     patch_size: int = 512
     min_objects: int = 1
+    # share of samples that look for an empty patch, so empty background is learnt as background
+    # (training.data.PatchSampler)
+    background_probability: float = 0.0
     augment: bool = True
     batch_size: int = 1
     n_val: int = 8
@@ -100,7 +103,7 @@ class TrainConfig:
             if getattr(self, name) < (0 if name in ("n_val", "min_objects") else 1):
                 raise InputError(f"{name} must be >= {0 if name in ('n_val', 'min_objects') else 1}, "
                                  f"got {getattr(self, name)}")
-        for name in ("box_probability", "mask_prompt_probability"):
+        for name in ("box_probability", "mask_prompt_probability", "background_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.lr < 1e3:

@@ -54,8 +54,8 @@ def build_sampler(config: TrainConfig, sources: list[dict[str, Any]], augment: b
     return PatchSampler(
         sources=[build_source(s, config.patch_size) for s in sources],
         weights=[float(s.get("weight", 1.0)) for s in sources],
-        patch_size=config.patch_size, min_objects=config.min_objects, augment=augment,
-        normalization=normalization, targets=partial(ais_target, min_size=MIN_OBJECT_SIZE),
+        patch_size=config.patch_size, min_objects=config.min_objects,
+        background_probability=config.background_probability, augment=augment, normalization=normalization, targets=partial(ais_target, min_size=MIN_OBJECT_SIZE),
     )
 
 
