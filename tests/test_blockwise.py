@@ -246,3 +246,27 @@ def test_bfloat16_inference_agrees_with_float32():
         labels[precision] = block_model.labels_from_maps(block_model.predict_maps([image], [stats])[0])
     assert labels["float32"].max() >= 5
     assert mean_segmentation_accuracy(labels["bfloat16"], labels["float32"])[0] >= 0.98
+
+
+def test_the_encoder_neck_stays_float32_under_bfloat16_autocast(tiny_model):
+    """The neck's LayerNorm2d statistics in bfloat16 moved watershed seeds; it runs in float32
+    under autocast, with the same state-dict keys as SAM's plain neck."""
+    import torch
+
+    encoder = tiny_model.sam.image_encoder
+    assert {"neck.0.weight", "neck.1.weight", "neck.2.weight", "neck.3.bias"} <= set(encoder.state_dict())
+    images = torch.rand(1, 3, 64, 64) * 255
+    seen = []
+    hook = encoder.neck[1].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].dtype))
+    try:
+        with torch.no_grad():
+            reference, _ = tiny_model.embed(images)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                mixed, _ = tiny_model.embed(images)
+                attention = encoder.blocks[0].attn.qkv(torch.randn(2, encoder.blocks[0].attn.qkv.in_features))
+    finally:
+        hook.remove()
+    assert attention.dtype == torch.bfloat16  # the trunk is autocast
+    assert seen == [torch.float32, torch.float32]  # the neck's LayerNorm2d gets float32 input
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(mixed, reference, atol=0.1)

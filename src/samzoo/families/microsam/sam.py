@@ -20,7 +20,27 @@ from .config import ModelConfig
 from .fast_attention import use_fast_attention
 
 
+class Float32Neck(torch.nn.Sequential):
+    """SAM's neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d), kept in float32 under autocast.
+
+    Why: LayerNorm2d takes its statistics in its input's dtype, so under bfloat16 autocast the
+    embedding every decoder reads is normalised with 8-bit-mantissa means and variances. In
+    float32 the bfloat16 AIS labels of a crowded phase-contrast crop went from mSA 0.937 to 0.969
+    against float32, for about 1 % of the encoder's work. Outside autocast it is the plain neck;
+    its children are the same, so the state-dict keys (``neck.0`` ... ``neck.3``) are too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 def build_image_encoder(config: ModelConfig) -> torch.nn.Module:
+    encoder = _build_trunk(config)
+    encoder.neck = Float32Neck(*encoder.neck)
+    return encoder
+
+
+def _build_trunk(config: ModelConfig) -> torch.nn.Module:
     if config.encoder == "tiny_vit":
         from .tiny_vit import build_tiny_vit  # MobileSAM's encoder, only needed for vit_t
 
