@@ -13,6 +13,7 @@ from samzoo.segmentation.diameter import (
     DEFAULT_OBJECT_DIAMETER,
     check_diameter,
     estimate_diameter,
+    model_diameter_range,
     model_object_diameter,
     resize_image,
     segment_at_diameter,
@@ -47,6 +48,37 @@ def test_explicit_and_automatic_diameter_rescale_and_return_labels_at_the_origin
     seen_shapes.clear()
     _, info = segment_at_diameter(segment, image, 0.0, 75.0)  # already the model's size: one pass
     assert len(seen_shapes) == 1 and info["scale"] == 1.0
+
+
+def test_automatic_diameter_rescales_only_outside_the_trained_range_to_its_nearest_end():
+    image = disk_image((240, 240), CENTERS, radius=40, noise=3)  # objects ~80 px
+    passes = []
+
+    def segment(data):
+        passes.append(data.shape[:2])
+        return otsu_watershed(data)
+
+    _, info = segment_at_diameter(segment, image, 0.0, 20.0, (10.0, 100.0))  # inside: left alone
+    assert len(passes) == 1 and info["scale"] == 1.0
+    passes.clear()
+    labels, info = segment_at_diameter(segment, image, 0.0, 20.0, (10.0, 40.0))  # above: to 40, not 20
+    assert len(passes) == 2 and info["scale"] == pytest.approx(40.0 / info["estimated"])
+    assert labels.shape == image.shape and labels.max() == 4
+
+
+def test_model_diameter_range_from_metadata():
+    class Ranged:
+        metadata = {"object_diameter": {"median": 25.0, "low": 12.0, "high": 54.0}}
+
+    class MedianOnly:
+        metadata = {"object_diameter": {"median": 26.0}}
+
+    class Inconsistent:
+        metadata = {"object_diameter": {"median": 25.0, "low": 30.0, "high": 54.0}}
+
+    assert model_diameter_range(Ranged()) == (12.0, 54.0)
+    assert model_diameter_range(MedianOnly()) == pytest.approx((20.0, 33.8))  # AUTO_TOLERANCE around it
+    assert model_diameter_range(Inconsistent()) == pytest.approx((25 / 1.3, 25 * 1.3))
 
 
 def test_resize_keeps_integer_dtypes_and_bad_diameters_fail():
@@ -89,3 +121,18 @@ def test_cli_diameter(capsys, tmp_path, tiny_checkpoint):
     code = main(["segment", str(tmp_path / "img.tif"), "-o", str(tmp_path / "m.tif"), "--model",
                  str(tiny_checkpoint), "--diameter", "-2", "-q"])
     assert code == 2 and "diameter must be >= 0" in capsys.readouterr().err
+
+
+def test_build_real_records_the_trained_diameter_range(tiny_checkpoint, tmp_path):
+    from samzoo import load_checkpoint
+    from samzoo.families.microsam.training.build_real import build
+
+    out = build(tiny_checkpoint, tmp_path / "m.pt", name="m", description="d", object_diameter=25.0,
+                object_diameter_range=(12.0, 54.0))
+    model = load_checkpoint(str(out))
+    assert model.metadata["object_diameter"] == {"median": 25.0, "low": 12.0, "high": 54.0}
+    assert model_diameter_range(model) == (12.0, 54.0)
+    with pytest.raises(InputError, match="range must hold the median"):
+        build(tiny_checkpoint, tmp_path / "n.pt", name="m", description="d", object_diameter=25.0,
+              object_diameter_range=(30.0, 54.0))
+    assert not (tmp_path / "n.pt").exists()

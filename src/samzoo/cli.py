@@ -160,7 +160,8 @@ def _add_segment(subparsers) -> None:
                         "parameter overrides")
     p.add_argument("--diameter", type=float, default=None, metavar="PX",
                    help="typical object diameter in pixels: the image is rescaled so objects reach the size the "
-                        "model was trained for (0: estimate it from a first pass)")
+                        "model was trained for (0: estimate it from a first pass, and rescale only outside the "
+                        "model's trained range)")
     p.add_argument("--no-embedding-cache", action="store_true",
                    help="do not read or write cached image embeddings")
     p.add_argument("--volume", action="store_true",

@@ -5,11 +5,15 @@ become separate "objects"), and a 10 px nucleus as a speck. As in cellpose, the 
 typical object diameter in pixels (``diameter=D``): the image is resized by ``model_diameter / D``,
 segmented, and the labels are resized back (nearest neighbour) to the original shape.
 ``diameter=0`` estimates ``D`` from a first pass at native size (median equivalent-circle
-diameter of the objects found) and rescales only when that is more than ``AUTO_TOLERANCE`` away
-from the model's size, so images that already fit are segmented once, untouched.
+diameter of the objects found) and rescales only when that lies outside the sizes the model was
+trained on, so images that already fit are segmented once, untouched. A model trained with scale
+augmentation on several sets knows a wide range (samzoo-lm-tiny: ~12-54 px), and rescaling inside
+it only loses detail; an estimate outside the range is brought to its nearest end.
 
-The model's size comes from its metadata ``object_diameter`` (median diameter of the training
-objects, px; see each model's card), else ``DEFAULT_OBJECT_DIAMETER``. Shared by every family
+The model's size comes from its metadata ``object_diameter``: ``median`` (px) and, where the card
+states it, the trained range ``low``..``high`` (10th..90th percentile of the training images'
+median object diameters, scale augmentation included). Without a range, ``AUTO_TOLERANCE``
+around the median stands in for it; without metadata, ``DEFAULT_OBJECT_DIAMETER``. Shared by every family
 (it wraps a family's ``segment``); resizing uses scikit-image.
 """
 
@@ -43,6 +47,22 @@ def model_object_diameter(model: Any) -> float:
     except (TypeError, ValueError):
         return DEFAULT_OBJECT_DIAMETER
     return value if value > 0 else DEFAULT_OBJECT_DIAMETER
+
+
+def model_diameter_range(model: Any) -> tuple[float, float]:
+    """The object diameters (px) ``model`` was trained on: metadata ``object_diameter``'s
+    ``low``..``high``, else ``AUTO_TOLERANCE`` around its median."""
+    median = model_object_diameter(model)
+    value = (getattr(model, "metadata", None) or {}).get("object_diameter")
+    if isinstance(value, dict):
+        try:
+            low, high = float(value["low"]), float(value["high"])
+        except (KeyError, TypeError, ValueError):
+            pass
+        else:
+            if 0 < low <= median <= high:
+                return low, high
+    return median / AUTO_TOLERANCE, median * AUTO_TOLERANCE
 
 
 def estimate_diameter(labels: np.ndarray) -> float | None:
@@ -94,22 +114,26 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def segment_at_diameter(segment: Callable[[np.ndarray], np.ndarray], image: np.ndarray, diameter: float,
-                        model_diameter: float) -> tuple[np.ndarray, dict[str, float]]:
+                        model_diameter: float, trained_range: tuple[float, float] | None = None
+                        ) -> tuple[np.ndarray, dict[str, float]]:
     """Run ``segment`` (image -> labels) with the image rescaled so objects of ``diameter`` px
-    reach ``model_diameter``; ``diameter=0``: estimate from a first pass. Returns the labels at the
-    original size and what was done (``estimated``, ``scale``)."""
+    reach ``model_diameter``. ``diameter=0``: estimate from a first pass, and rescale only an
+    estimate outside ``trained_range`` (default ``AUTO_TOLERANCE`` around ``model_diameter``), to
+    the range's nearest end. Returns the labels at the original size and what was done
+    (``estimated``, ``scale``)."""
     image = np.asarray(image)
     info: dict[str, float] = {"scale": 1.0}
     first = None
     if diameter == 0:
+        low, high = trained_range or (model_diameter / AUTO_TOLERANCE, model_diameter * AUTO_TOLERANCE)
         first = segment(image)
         estimate = estimate_diameter(first)
         if estimate is None:
             return first, info
         info["estimated"] = estimate
-        if max(estimate, model_diameter) / min(estimate, model_diameter) <= AUTO_TOLERANCE:
+        if low <= estimate <= high:
             return first, info
-        diameter = estimate
+        diameter, model_diameter = estimate, min(max(estimate, low), high)
     scale = model_diameter / diameter
     if abs(math.log(scale)) < 1e-3 and first is not None:
         return first, info

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
-from ...segmentation.diameter import check_diameter, model_object_diameter, segment_at_diameter
+from ...segmentation.diameter import check_diameter, model_diameter_range, model_object_diameter, segment_at_diameter
 from ...segmentation.embedding_cache import EmbeddingCache, as_embedding_cache
 from ...segmentation.preprocess import as_image_stack
 from .ais import AisParams, watershed_from_decoder_outputs
@@ -109,5 +109,6 @@ def segment_image(
     channels_last = stack[0]  # (H, W, 3)
     if np.asarray(image).dtype.kind in "ui":  # as_image_stack gives float: keep the source dtype
         channels_last = channels_last.astype(np.asarray(image).dtype)
-    labels, _ = segment_at_diameter(run, channels_last, diameter, model_object_diameter(model))
+    labels, _ = segment_at_diameter(run, channels_last, diameter, model_object_diameter(model),
+                                    model_diameter_range(model))
     return labels

@@ -1,10 +1,11 @@
 """Turn a finished real-data training run into a shipped model file (float16 storage).
 
     python -m samzoo.families.microsam.training.build_real RUN_CHECKPOINT OUT.pt --name samzoo-em-tiny \
-        --object-diameter 24.5 --description "..." [--metrics results.json]
+        --object-diameter 24.5 [--object-diameter-range 12 54] --description "..." [--metrics results.json]
 
 Records in the model's metadata: name, description, the median training-object diameter (what
-``segment(..., diameter=)`` rescales to), the run's recipe / iterations / CPU seconds (stamped by
+``segment(..., diameter=)`` rescales to) and the trained range (where ``diameter=0`` leaves an
+image at its size; ``segmentation.diameter``), the run's recipe / iterations / CPU seconds (stamped by
 the trainer) and, when given, the val-split results; the AIS parameters stay those of the run's
 checkpoint. The choice of checkpoint is made before, by validation only
 (``benchmarks/real_data_val.py``).
@@ -21,15 +22,23 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 
 
 def build(checkpoint: str | Path, out: str | Path, *, name: str, description: str, object_diameter: float,
-          metrics: dict | None = None, version: str | None = None) -> Path:
+          object_diameter_range: tuple[float, float] | None = None, metrics: dict | None = None,
+          version: str | None = None) -> Path:
     if object_diameter <= 0:
         raise InputError(f"object diameter must be > 0 px, got {object_diameter}")
+    diameter = {"median": float(object_diameter)}
+    if object_diameter_range is not None:
+        low, high = (float(v) for v in object_diameter_range)
+        if not 0 < low <= object_diameter <= high:
+            raise InputError(f"object diameter range must hold the median: 0 < low <= {object_diameter} <= high, "
+                             f"got {low}..{high}")
+        diameter.update(low=low, high=high)
     model = load_checkpoint(checkpoint)
     meta = dict(model.metadata)
     meta.pop("tuning", None)  # the warm start's synthetic tuning record does not describe this model
     meta.pop("fp16_check", None)
     meta.pop("sample_image", None)
-    meta.update({"name": name, "description": description, "object_diameter": {"median": float(object_diameter)}})
+    meta.update({"name": name, "description": description, "object_diameter": diameter})
     if version:
         meta["version"] = version
     if metrics is not None:
@@ -45,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--description", required=True)
     parser.add_argument("--object-diameter", type=float, required=True)
+    parser.add_argument("--object-diameter-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="10th..90th percentile of the training images' median object diameters (px)")
     parser.add_argument("--version", default=None)
     parser.add_argument("--metrics", type=Path, default=None, help="JSON of val-split results to record")
     args = parser.parse_args(argv)
     metrics = json.loads(args.metrics.read_text()) if args.metrics else None
     path = build(args.checkpoint, args.out, name=args.name, description=args.description,
-                 object_diameter=args.object_diameter, metrics=metrics, version=args.version)
+                 object_diameter=args.object_diameter, object_diameter_range=args.object_diameter_range,
+                 metrics=metrics, version=args.version)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
