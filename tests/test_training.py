@@ -138,6 +138,30 @@ def test_sampler_background_samples_look_for_empty_patches():
         TrainConfig(background_probability=1.5)
 
 
+def test_ais_loss_learns_from_empty_patches_and_is_musams_loss_otherwise():
+    """torch-em's Dice loss is constant with zero gradient on an empty target; AisLoss gives it a
+    gradient that lowers the foreground, and is DiceBasedDistanceLoss itself when objects exist."""
+    from torch_em.loss import DiceBasedDistanceLoss
+
+    from samzoo.families.microsam.training.losses import ais_loss_fn
+
+    empty = torch.zeros(1, 3, 32, 32)
+    with_object = empty.clone()
+    with_object[:, 0, 8:16, 8:16] = 1
+    with_object[:, 1:, 8:16, 8:16] = 0.5
+    pred = torch.full((1, 3, 32, 32), 0.3, requires_grad=True)
+    DiceBasedDistanceLoss(mask_distances_in_bg=True)(pred, empty).backward()
+    assert pred.grad.abs().max() == 0  # why AisLoss exists
+    pred.grad = None
+    loss = ais_loss_fn()(pred, empty)
+    loss.backward()
+    assert loss > 0 and (pred.grad[:, 0] > 0).all() and pred.grad[:, 1:].abs().max() == 0
+    reference = DiceBasedDistanceLoss(mask_distances_in_bg=True)(pred, with_object)
+    assert torch.allclose(ais_loss_fn()(pred, with_object), reference)
+    mixed = ais_loss_fn()(torch.cat([pred, pred]), torch.cat([empty, with_object]))
+    assert torch.allclose(mixed, 0.5 * loss + 0.5 * reference)
+
+
 def test_background_patch_finds_the_empty_part_of_a_sparse_image():
     labels = np.zeros((256, 256), np.uint32)
     labels[10:40, 10:40] = 1  # one object in the top-left corner

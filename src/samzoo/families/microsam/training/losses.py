@@ -21,8 +21,33 @@ def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
-def ais_loss_fn():
-    """μSAM's AIS loss: torch-em's ``DiceBasedDistanceLoss`` with the distances masked to the foreground."""
-    from torch_em.loss import DiceBasedDistanceLoss
+class AisLoss(torch.nn.Module):
+    """μSAM's AIS loss (torch-em's ``DiceBasedDistanceLoss``, the distances masked to the
+    foreground) on samples with objects; on a sample without any, binary cross-entropy of the
+    foreground channel against zero.
 
-    return DiceBasedDistanceLoss(mask_distances_in_bg=True)
+    Why: Dice is constant (1 per channel) with zero gradient when the target is empty, so an empty
+    background patch (``TrainConfig.background_probability``) would teach nothing, and a model
+    never shown one fills empty tiles with noise blobs. Samples are weighted by their share of the
+    batch; a batch with objects only is μSAM's loss unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch_em.loss import DiceBasedDistanceLoss
+
+        self.dice = DiceBasedDistanceLoss(mask_distances_in_bg=True)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        empty = target[:, 0].flatten(1).amax(1) <= 0
+        if not empty.any():
+            return self.dice(prediction, target)
+        foreground = prediction[empty, 0].float().clamp(0.0, 1.0 - 1e-6)
+        background = torch.nn.functional.binary_cross_entropy(foreground, torch.zeros_like(foreground))
+        if empty.all():
+            return background
+        share = float(empty.float().mean())
+        return (1.0 - share) * self.dice(prediction[~empty], target[~empty]) + share * background
+
+
+def ais_loss_fn() -> AisLoss:
+    return AisLoss()
