@@ -62,6 +62,11 @@ def model_diameter_range(model: Any) -> tuple[float, float]:
         else:
             if 0 < low <= median <= high:
                 return low, high
+    return tolerance_range(median)
+
+
+def tolerance_range(median: float) -> tuple[float, float]:
+    """The stand-in trained range of a model whose metadata gives only a median diameter."""
     return median / AUTO_TOLERANCE, median * AUTO_TOLERANCE
 
 
@@ -125,7 +130,7 @@ def segment_at_diameter(segment: Callable[[np.ndarray], np.ndarray], image: np.n
     info: dict[str, float] = {"scale": 1.0}
     first = None
     if diameter == 0:
-        low, high = trained_range or (model_diameter / AUTO_TOLERANCE, model_diameter * AUTO_TOLERANCE)
+        low, high = trained_range or tolerance_range(model_diameter)
         first = segment(image)
         estimate = estimate_diameter(first)
         if estimate is None:

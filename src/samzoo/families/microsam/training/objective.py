@@ -55,7 +55,8 @@ def build_sampler(config: TrainConfig, sources: list[dict[str, Any]], augment: b
         sources=[build_source(s, config.patch_size) for s in sources],
         weights=[float(s.get("weight", 1.0)) for s in sources],
         patch_size=config.patch_size, min_objects=config.min_objects,
-        background_probability=config.background_probability, augment=augment, normalization=normalization, targets=partial(ais_target, min_size=MIN_OBJECT_SIZE),
+        background_probability=config.background_probability, augment=augment, normalization=normalization,
+        targets=partial(ais_target, min_size=MIN_OBJECT_SIZE),
     )
 
 
