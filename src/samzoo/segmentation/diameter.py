@@ -7,8 +7,8 @@ segmented, and the labels are resized back (nearest neighbour) to the original s
 ``diameter=0`` estimates ``D`` from a first pass at native size (median equivalent-circle
 diameter of the objects found) and rescales only when that lies outside the sizes the model was
 trained on, so images that already fit are segmented once, untouched. A model trained with scale
-augmentation on several sets knows a wide range (samzoo-lm-tiny: ~12-54 px), and rescaling inside
-it only loses detail; an estimate outside the range is brought to its nearest end.
+augmentation on several sets knows a wide range (~12-54 px for samzoo-lm-tiny's real-data training),
+and rescaling inside it only loses detail; an estimate outside the range is brought to its nearest end.
 
 The model's size comes from its metadata ``object_diameter``: ``median`` (px) and, where the card
 states it, the trained range ``low``..``high`` (10th..90th percentile of the training images'
