@@ -97,14 +97,21 @@ def test_patches_are_padded_and_stacks_give_2d_slices(tmp_path):
         FolderSource(tmp_path / "missing", tmp_path / "labels")
 
 
-def test_sampler_rejects_patches_with_too_few_objects_and_mixes_sources():
-    class Empty:
-        def draw(self, rng):
-            return np.zeros((64, 64), np.float32), np.zeros((64, 64), np.uint32)
+class EmptySource:
+    """A 64x64 source without objects, beside the synthetic one."""
 
+    def draw(self, rng):
+        return np.zeros((64, 64), np.float32), np.zeros((64, 64), np.uint32)
+
+
+def _empty_and_synthetic_sampler(**options) -> PatchSampler:
+    return PatchSampler([EmptySource(), SyntheticSource(SMALL, shape=(64, 64))], [0.5, 0.5], patch_size=64,
+                        min_objects=2, max_tries=20, targets=ais_target, **options)
+
+
+def test_sampler_rejects_patches_with_too_few_objects_and_mixes_sources():
     synthetic = SyntheticSource(SMALL, shape=(64, 64))
-    sampler = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20,
-                           targets=ais_target)
+    sampler = _empty_and_synthetic_sampler()
     for i in range(3):
         sample = sampler.sample(np.random.default_rng(i))
         assert sample["labels"].max() >= 2
@@ -117,21 +124,13 @@ def test_sampler_rejects_patches_with_too_few_objects_and_mixes_sources():
 
 
 def test_sampler_background_samples_look_for_empty_patches():
-    class Empty:
-        def draw(self, rng):
-            return np.zeros((64, 64), np.float32), np.zeros((64, 64), np.uint32)
-
-    synthetic = SyntheticSource(SMALL, shape=(64, 64))
-    always = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20,
-                          background_probability=1.0, targets=ais_target)
-    never = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20,
-                         targets=ais_target)
+    always = _empty_and_synthetic_sampler(background_probability=1.0)
+    never = _empty_and_synthetic_sampler()
     rngs = [np.random.default_rng(i) for i in range(6)]
     counts = [int(always.sample(r)["labels"].max()) for r in rngs]
     assert counts == [0] * 6  # an empty source is found within max_tries
     assert all(never.sample(np.random.default_rng(i))["labels"].max() >= 2 for i in range(6))
-    mixed = PatchSampler([Empty(), synthetic], [0.5, 0.5], patch_size=64, min_objects=2, max_tries=20,
-                         background_probability=0.5, targets=ais_target)
+    mixed = _empty_and_synthetic_sampler(background_probability=0.5)
     empties = sum(mixed.sample(np.random.default_rng(100 + i))["labels"].max() == 0 for i in range(16))
     assert 2 <= empties <= 14  # some samples are background, not all
     with pytest.raises(InputError, match="background_probability"):
