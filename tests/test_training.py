@@ -11,7 +11,7 @@ import torch
 
 import samzoo  # noqa: F401  (torchvision fix first)
 from samzoo import load_checkpoint
-from samzoo.errors import InputError
+from samzoo.errors import CheckpointError, InputError
 from samzoo.families.microsam.training.config import TrainConfig, load_config, preset_config, save_config
 from samzoo.training.data import (PatchSampler, FolderSource, SyntheticSource, background_patch, random_patch,
                                   sample_batch)
@@ -459,7 +459,7 @@ def test_generalist_presets_name_torch_em_datasets_that_exist():
 
 
 def test_torch_em_source_errors_name_the_problem():
-    from samzoo.errors import InputError
+    from samzoo.errors import CheckpointError, InputError
     from samzoo.training.data import build_source
 
     with pytest.raises(InputError, match="get_nonexistent_dataset"):
@@ -479,3 +479,40 @@ def test_init_checkpoint_accepts_model_ids_and_paths(tmp_path):
     assert trainer.model.config.name == "test"
     with pytest.raises(ModelNotFoundError, match="vit_b_nope"):
         Trainer(preset_config("test", out_dir=str(tmp_path / "run2"), init_checkpoint="vit_b_nope"))
+
+
+def test_ema_weights_are_validated_saved_and_resumed_exactly(tmp_path):
+    """ema_decay: best/latest hold the moving average of the weights, the raw weights keep training,
+    and a resumed run continues both exactly."""
+    decay = 0.5
+    cfg = small_config(tmp_path, iterations=2, val_every=2, save_every=2, ema_decay=decay)
+    trainer = Trainer(cfg, progress=False)
+    expected = None
+    for _ in range(2):
+        trainer.step()
+        raw = {k: v for k, v in _params(trainer.model).items() if v.is_floating_point()}
+        expected = raw if expected is None else {k: decay * expected[k] + (1 - decay) * raw[k] for k in raw}
+    seen = []
+    validate = trainer.objective.validate
+    trainer.objective.validate = lambda model, device: seen.append(model) or validate(model, device)
+    trainer.validate()
+    assert seen == [trainer.ema.module]  # validation (so the choice of best.pt) sees the average
+    trainer.save(best=True)
+    saved = load_checkpoint(trainer.ckpt_dir / "latest.pt").state_dict()
+    moved = [k for k in expected if not torch.allclose(expected[k], raw[k])]
+    assert moved  # the average differs from the raw weights ...
+    assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in moved)  # ... and is what is saved
+    assert (trainer.ckpt_dir / "best.pt").is_file()
+
+    resumed = Trainer(cfg.replace(iterations=3), progress=False)
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in raw.items())  # raw weights back
+    trainer.step()
+    resumed.step()
+    a, b = _params(trainer.saved_model), _params(resumed.saved_model)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(InputError, match="ema_decay must be in"):
+        small_config(tmp_path, ema_decay=1.0)
+    plain = str(tmp_path / "plain")  # a run without the average cannot resume with one
+    Trainer(small_config(tmp_path, out_dir=plain, iterations=1, save_every=1), progress=False).fit()
+    with pytest.raises(CheckpointError, match="no moving average"):
+        Trainer(small_config(tmp_path, out_dir=plain, iterations=2, ema_decay=0.9), progress=False)

@@ -73,6 +73,8 @@ class TrainConfig:
     # interactive_weight * (1 - mean of box and point Dice)); None: off. GPU presets: 10, as micro-sam
     early_stopping: int | None = None
     grad_clip: float | None = 1.0
+    # validate and save an exponential moving average of the weights (e.g. 0.995: ~200 steps); None: off
+    ema_decay: float | None = None
     # hardware
     device: str = "auto"  # auto: the GPU of this rank when there is one, else the CPU
     mixed_precision: bool = False  # autocast (bfloat16 on CPU, float16 + gradient scaling on CUDA), as micro-sam
@@ -106,6 +108,8 @@ class TrainConfig:
         for name in ("box_probability", "mask_prompt_probability", "background_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise InputError(f"ema_decay must be in (0, 1) or null (off), got {self.ema_decay}")
         if not 0 <= self.lr < 1e3:
             raise InputError(f"lr must be a number >= 0, got {self.lr}")
         if self.max_minutes is not None and not self.max_minutes > 0:
