@@ -23,7 +23,7 @@ from samzoo.families.cellpose_sam import build, save_checkpoint
 from samzoo.families.cellpose_sam.training import PRESETS, mean_msa, read_pairs, train
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SAMZOO_REAL_DATA", ROOT.parent.parent / "shared" / "data")) / "dsb2018-nuclei"
+DATA = Path(os.environ.get("SAMZOO_DATA_ROOT", ROOT.parent.parent / "shared" / "data")) / "dsb2018-nuclei"
 if not DATA.exists():
     DATA = Path("/work/shared/data/dsb2018-nuclei")
 CHECKPOINT = Path("/tmp/cpsam_small_dsb.pt")

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from cellpose_small_reference import cellpose_model  # noqa: E402
 
-DATA = Path(os.environ.get("SAMZOO_REAL_DATA", ROOT.parent.parent / "shared" / "data")) / "dsb2018-nuclei"
+DATA = Path(os.environ.get("SAMZOO_DATA_ROOT", ROOT.parent.parent / "shared" / "data")) / "dsb2018-nuclei"
 if not DATA.exists():
     DATA = Path("/work/shared/data/dsb2018-nuclei")
 IMAGES = ("1e8408fbb1619e7a", "27c30f9011492f23", "64eeef16fdc4e265", "c75139ef0546d224", "ed4b8e0d756836be",

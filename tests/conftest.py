@@ -6,6 +6,7 @@ Importing samzoo first applies its torchvision fix (needed before segment_anythi
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,18 @@ import samzoo  # noqa: F401  (must come before segment_anything / torchvision)
 # 4096 px AIS pass took 74 s with 2 threads vs 8 s with 1 on 2 busy cores). Override with
 # SAMZOO_TEST_THREADS.
 torch.set_num_threads(int(os.environ.get("SAMZOO_TEST_THREADS", "1")))
+
+
+def real_data_root() -> Path | None:
+    """The real annotated data (layout: ``samzoo.training.split_data``): $SAMZOO_DATA_ROOT, as in
+    training, else a ``shared/data`` beside a parent folder of the tests; None when absent (tests
+    that need it skip: the project must not need it)."""
+    if os.environ.get("SAMZOO_DATA_ROOT"):
+        return Path(os.environ["SAMZOO_DATA_ROOT"])
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "data" / "MANIFEST.tsv").is_file():
+            return parent / "shared" / "data"
+    return None
 
 
 def disk_image(shape=(96, 128), centers=((30, 40), (60, 90)), radius=12, *, dtype=np.uint8, noise=5.0,

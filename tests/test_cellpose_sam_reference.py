@@ -154,7 +154,7 @@ def test_trained_model_labels_equal_cellpose_eval():
     from importlib import resources
 
     from samzoo.io import read_image
-    from test_clean_consumer import _real_data
+    from conftest import real_data_root
 
     model = load(TRAINED)
     cp = _cellpose_with(model)
@@ -162,7 +162,7 @@ def test_trained_model_labels_equal_cellpose_eval():
     qc_off = {"flow_threshold": 0.0}
     # the small model's flows on the dim sample pass cellpose's flow QC for 3 nuclei only: QC off there
     cases = {"sample/qc_off": (np.ascontiguousarray(sample[100:356, 60:316]), qc_off)}
-    root = _real_data()
+    root = real_data_root()
     root = root / "dsb2018-nuclei" if root is not None and (root / "dsb2018-nuclei").is_dir() else None
     for name in DSB_VAL_MANY_NUCLEI if root is not None else ():
         image = read_image(root / "val" / "images" / f"{name}.tif")

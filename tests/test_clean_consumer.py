@@ -38,6 +38,8 @@ from samzoo.families.microsam.packaging.weights import normalized_input, prompt_
 from samzoo.packaging.samples import synthetic_sample
 from samzoo.segmentation.api import segment
 
+from conftest import real_data_root
+
 pytestmark = pytest.mark.clean_consumer
 
 HERE = Path(__file__).parent
@@ -331,16 +333,6 @@ def test_packages_run_in_clean_consumer(consumer, packaged, tmp_path, which):
 DSB_VAL = ("14cc1424c5980827", "53ad09e4348767be", "20c37b1ad2f510ed")  # 360x360, 520x696, 512x640 nuclei
 
 
-def _real_data() -> Path | None:
-    """/path/to/shared/data (SAMZOO_REAL_DATA, else a ``shared/data`` beside a parent folder)."""
-    if os.environ.get("SAMZOO_REAL_DATA"):
-        return Path(os.environ["SAMZOO_REAL_DATA"])
-    for parent in HERE.resolve().parents:
-        if (parent / "shared" / "data" / "MANIFEST.tsv").is_file():
-            return parent / "shared" / "data"
-    return None
-
-
 def test_ais_network_blockwise_agrees_with_ais(packaged):
     """The shipped model's ais_network run blockwise by bioimageio.core (S x S blocks, declared halo),
     then the watershed: mSA >= 0.95 against samzoo's segment with pasted tiles (what core computes:
@@ -355,7 +347,7 @@ def test_ais_network_blockwise_agrees_with_ais(packaged):
 
     model, packages = packaged("shipped")
     images = {"sample": read_image(str(resources.files("samzoo") / "data" / "sample_nuclei.tif"))}
-    root = _real_data()
+    root = real_data_root()
     if root is not None and (root / "dsb2018-nuclei").is_dir():
         images.update({name: read_image(root / "dsb2018-nuclei" / "val" / "images" / f"{name}.tif") for name in DSB_VAL})
     descr = load_model_description(packages["ais_network"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,9 @@ from samzoo.training.data import build_source
 from samzoo.training.split_data import SplitSource, load_split
 from samzoo.training.synthetic_em import EM_KINDS, EMConfig, generate_em_sample
 
-# $SAMZOO_DATA_ROOT, else ../shared/data beside the repository (or beside a worktree's parent folder)
-_HERE = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SAMZOO_DATA_ROOT", "")) if os.environ.get("SAMZOO_DATA_ROOT") else next(
-    (p for p in (_HERE.parent / "shared" / "data", _HERE.parent.parent / "shared" / "data") if p.is_dir()),
-    _HERE.parent / "shared" / "data")
+from conftest import real_data_root
+
+SHARED = real_data_root() or Path("no-real-data")
 
 
 def _write_set(root: Path, names=("a", "b")) -> None:
