@@ -459,7 +459,7 @@ def test_generalist_presets_name_torch_em_datasets_that_exist():
 
 
 def test_torch_em_source_errors_name_the_problem():
-    from samzoo.errors import CheckpointError, InputError
+    from samzoo.errors import InputError
     from samzoo.training.data import build_source
 
     with pytest.raises(InputError, match="get_nonexistent_dataset"):
