@@ -77,3 +77,18 @@ def test_unreachable_scheduler_is_one_clear_error():
     with pytest.raises(InputError, match="cannot reach the dask scheduler at tcp://127.0.0.1:9"):
         with dask_executor(scheduler="tcp://127.0.0.1:9", timeout=2):
             pass
+
+
+def _add(item, value):
+    return item + value
+
+
+def test_a_shared_value_lost_with_the_workers_is_scattered_again():
+    """Scattered data cannot be recomputed: when the workers holding it die (here: all of them,
+    by a restart), the next tasks that need it would be cancelled; the executor sends it again."""
+    with dask_executor(workers=1, threads_per_worker=1, memory_limit=None) as executor:
+        value = executor.share(40)
+        assert executor.map(_add, [1, 2], desc="before", progress=False, value=value) == [41, 42]
+        executor.client.restart()
+        assert value.status != "finished"  # the cluster lost it
+        assert executor.map(_add, [1, 2], desc="after", progress=False, value=value) == [41, 42]

@@ -13,7 +13,10 @@ Design for a cluster (docs/ARCHITECTURE.md, "Blockwise and distributed"):
   network through the scheduler is only block coordinates, small per-block results (counts,
   first-pixel keys, border pairs, overlap counts) and the id lookup tables (scattered once);
 - every task writes only its own block's chunks and is idempotent, so a task lost with its
-  worker is simply run again (dask's ``allowed-failures``; ``retries`` covers transient errors).
+  worker is simply run again (dask's ``allowed-failures``; ``retries`` covers transient errors);
+- scattered values (the model, lookup tables) cannot be recomputed by dask: when a dead worker
+  held the last copy, the tasks that need it are cancelled ("lost dependencies"). The executor
+  keeps each shared value, scatters it again and reruns just the cancelled tasks.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class DaskExecutor:
     def __init__(self, client, *, retries: int = 2) -> None:
         self.client = client
         self.retries = retries
+        self._shared: dict[str, list[Any]] = {}  # key handed out by share -> [value, its live future]
 
     @property
     def workers(self) -> int:
@@ -40,18 +44,46 @@ class DaskExecutor:
 
     def share(self, value: Any) -> Any:
         """Send ``value`` to every worker once; tasks receive it through the returned future."""
-        return self.client.scatter(value, broadcast=True, hash=False)
+        future = self.client.scatter(value, broadcast=True, hash=False)
+        self._shared[future.key] = [value, future]
+        return future
+
+    def _live(self, value: Any) -> Any:
+        """A shared value's future, scattered again if the cluster lost it; other values as they are."""
+        entry = self._shared.get(getattr(value, "key", None))
+        if entry is None:
+            return value
+        if entry[1].status != "finished":
+            entry[1] = self.client.scatter(entry[0], broadcast=True, hash=False)
+        return entry[1]
 
     def map(self, function: Callable, items: Sequence[Any], *, desc: str, progress: bool, **kwargs) -> list[Any]:
+        """``function(item, **kwargs)`` for every item on the cluster, results in order. A task's own
+        error is raised; tasks cancelled because a shared value died with a worker run again (up
+        to ``retries`` times) with the value scattered anew."""
         from distributed import as_completed
 
-        if not items:
-            return []
-        futures = self.client.map(function, list(items), pure=False, retries=self.retries, **kwargs)
-        with tqdm(total=len(futures), desc=desc, disable=not progress, leave=False) as bar:
-            for _ in as_completed(futures):
-                bar.update()
-        return self.client.gather(futures)
+        items = list(items)
+        results: list[Any] = [None] * len(items)
+        pending = list(range(len(items)))
+        with tqdm(total=len(items), desc=desc, disable=not progress, leave=False) as bar:
+            for _ in range(self.retries + 1):
+                if not pending:
+                    break
+                shared = {name: self._live(value) for name, value in kwargs.items()}
+                futures = self.client.map(function, [items[i] for i in pending], pure=False, retries=self.retries,
+                                          **shared)
+                for future in as_completed(futures):
+                    bar.update(future.status == "finished")
+                cancelled = [i for i, future in zip(pending, futures) if future.status == "cancelled"]
+                for i, future in zip(pending, futures):
+                    if future.status != "cancelled":
+                        results[i] = future.result()  # raises the task's own error
+                pending = cancelled
+        if pending:
+            raise RuntimeError(f"{desc}: {len(pending)} tasks were cancelled {self.retries + 1} times "
+                               "(shared data lost with dask workers)")
+        return results
 
 
 @contextlib.contextmanager
