@@ -61,6 +61,12 @@ def test_segment_with_prompts(capsys, tmp_path, tiny_checkpoint):
     assert code == 0, stderr
     labels = tifffile.imread(tmp_path / "p.tif")
     assert labels.shape == (96, 128) and set(np.unique(labels)) <= {0, 1, 2}
+    # the shipped model states its object size, so its boxes are zoomed unless told not to
+    for flag, name in (([], "zoomed.tif"), (["--no-zoom-prompts"], "plain.tif")):
+        code, stdout, stderr = run(capsys, "segment", tmp_path / "img.png", "-o", tmp_path / name, "--model",
+                                   "samzoo-lm-tiny", "--offline", "--boxes", "25,15,55,45", *flag, "-q")
+        assert code == 0, stderr
+        assert tifffile.imread(tmp_path / name).max() == 1
 
 
 def test_segment_volume(capsys, tmp_path, tiny_checkpoint):
@@ -96,6 +102,7 @@ def write_bad_inputs(folder):
         (["segment", "{img}", "-o", "{tmp}/o.png"], "--output must end with"),
         (["segment", "{img}", "-o", "{tmp}/o.tif", "--tile-shape", "ab"], "--tile-shape"),
         (["segment", "{img}", "-o", "{tmp}/o.tif", "--points", "5,5", "--volume"], "2D images"),
+        (["segment", "{img}", "-o", "{tmp}/o.tif", "--no-zoom-prompts"], "applies to --points/--boxes"),
         (["segment", "{img}"], "required: -o/--output"),
         (["segment", "{img}", "-o", "{tmp}/o.tif", "--bogus"], "unrecognized arguments"),
         (["segment", "{img}", "-o", "{tmp}/o.tif", "--model", "{tmp}/nope.pt"], "not found"),

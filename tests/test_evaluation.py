@@ -196,6 +196,19 @@ def test_protocol_on_a_tiled_image(model):
     assert len(result.iterations) == 3 and result.points.shape == (4, 5, 2)
 
 
+def test_protocol_with_prompt_zoom(model):
+    """A model that states its object size decodes each box on its own window (prompt zoom);
+    mask prompts then go in as binary masks, as on a tiled image."""
+    gt = disks()
+    zooming = SamzooModel(model.config, metadata={"object_diameter": {"median": 20.0}})
+    zooming.load_state_dict(model.state_dict())
+    predictor = Predictor(zooming).set_image(image_of(gt))
+    assert predictor.zoom_prompts and not predictor.is_tiled
+    result = interactive_evaluation(None, gt, predictor, start="box", n_iterations=2, progress=False)
+    assert len(result.iterations) == 3 and result.points.shape == (len(DISKS), 4, 2)
+    assert predictor.encoder_calls > 1  # the image, then the boxes' windows
+
+
 def test_protocol_input_errors(model):
     gt = disks()
     image = image_of(gt)

@@ -11,7 +11,7 @@ import torch
 import samzoo
 from samzoo import InputError, SamzooModel, preset
 from samzoo.segmentation.embedding_cache import EmbeddingCache, image_digest, model_fingerprint
-from samzoo.families.microsam.predictor import Predictor, resolve_tiling
+from samzoo.families.microsam.predictor import Predictor, resolve_tiling, zoom_window
 
 from conftest import disk_image
 
@@ -246,6 +246,63 @@ def test_large_prompt_window_holds_the_prompt_with_a_margin():
     # at the image border the window is shifted inside, never cut below the prompt
     rows, cols = large_prompt_window((0, 0, 300, 200), (320, 1200), (128, 128))
     assert rows == slice(0, 320) and cols.start == 0 and cols.stop >= 300
+
+
+
+def test_zoom_window_shows_the_object_at_the_trained_diameter():
+    from samzoo.families.microsam.predictor import LARGE_PROMPT_MARGIN, MAX_PROMPT_ZOOM, zoom_window
+
+    # a 10 px object for a model trained on 20 px objects with a 128 px input: a 64 px window,
+    # which the encoder enlarges 2x, centred on the prompt
+    rows, cols = zoom_window((100, 200, 110, 206), (400, 500), 128, 20.0)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (64, 64)
+    assert (rows.start + rows.stop) / 2 == 203 and (cols.start + cols.stop) / 2 == 105
+    # a 60 px object: a 384 px window, shrunk 3x; at the border it is moved inside the image
+    rows, cols = zoom_window((0, 0, 60, 40), (400, 500), 128, 20.0)
+    assert rows == slice(0, 384) and cols == slice(0, 384)
+    # longer than the image on one axis: that axis is the whole image
+    rows, cols = zoom_window((0, 0, 60, 40), (300, 500), 128, 20.0)
+    assert rows == slice(0, 300) and cols.stop - cols.start == 384
+    # a 2 px speck is enlarged at most MAX_PROMPT_ZOOM times
+    rows, cols = zoom_window((50, 50, 52, 52), (400, 500), 128, 20.0)
+    assert rows.stop - rows.start == int(np.ceil(128 / MAX_PROMPT_ZOOM))
+    # never smaller than the prompt plus its margin (a model trained on huge objects)
+    rows, cols = zoom_window((100, 100, 200, 150), (400, 500), 128, 1000.0)
+    assert cols.stop - cols.start == int(np.ceil(100 * (1 + 2 * LARGE_PROMPT_MARGIN)))
+
+
+def test_prompt_zoom_decodes_a_small_box_on_its_enlarged_window(tiny_model):
+    # noise-free: the crop's normalisation statistics equal the whole image's (two grey levels)
+    image = disk_image((96, 128), centers=((30, 40), (60, 90)), radius=6, noise=0.0)
+    model = SamzooModel(tiny_model.config, metadata={"object_diameter": {"median": 24.0}})
+    model.load_state_dict(tiny_model.state_dict())
+    calls = count_encoder_calls(model)
+    predictor = Predictor(model).set_image(image)  # the model states its object size: zoom is on
+    assert predictor.zoom_prompts and predictor.prompt_windows_vary and not predictor.is_tiled
+    box = [34, 24, 47, 37]
+    masks, scores, _ = predictor.predict(boxes=box)
+    assert calls[0] == 2  # the whole image at set_image, then the box's own window
+    window = zoom_window(tuple(box), (96, 128), model.config.img_size, 24.0)
+    assert window[0].stop - window[0].start < 96  # an enlarged crop, not the whole image
+    # the same as prompting that crop as an image of its own (the encoder enlarges it)
+    crop = Predictor(model, zoom_prompts=False).set_image(image[window])
+    shifted = [box[0] - window[1].start, box[1] - window[0].start, box[2] - window[1].start, box[3] - window[0].start]
+    crop_masks, crop_scores, _ = crop.predict(boxes=shifted)
+    np.testing.assert_array_equal(masks[0][window], crop_masks[0])
+    assert not masks[0].sum() - masks[0][window].sum()  # nothing outside the window
+    np.testing.assert_allclose(scores, crop_scores, atol=1e-6)
+    # a point prompt has no size: it is decoded on the whole image's embedding
+    groups = predictor._group_by_window(np.array([[[90.0, 60.0]]]), np.array([[1]]), None, None, 1)
+    assert groups == [(predictor.full_window, ((0, 0), (0, 0)), [0])]
+    # low-resolution logits belong to one window: refused, a binary mask prompt works
+    with pytest.raises(InputError, match="zoom_prompts"):
+        predictor.predict(boxes=box, mask_input=np.zeros((1, predictor.low_res_size, predictor.low_res_size)))
+    predictor.predict(boxes=box, mask_input=masks[0])
+    # off on request, and off by default for a model that does not state its size
+    assert not Predictor(model, zoom_prompts=False).zoom_prompts
+    assert not Predictor(tiny_model).zoom_prompts
+    with pytest.raises(InputError, match="zoom_prompts"):
+        Predictor(model, zoom_prompts="yes")
 
 
 # ------------------------------------------------------------------------------ embedding cache

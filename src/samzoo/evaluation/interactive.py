@@ -319,7 +319,7 @@ def interactive_evaluation(
     ious = np.zeros((n_steps, n_obj))
     dices = np.zeros((n_steps, n_obj))
     crops: list[list[tuple[tuple[int, int], np.ndarray]]] = [[None] * n_obj for _ in range(n_steps)]  # type: ignore
-    tiled = predictor.is_tiled
+    windows_vary = getattr(predictor, "prompt_windows_vary", predictor.is_tiled)  # logits belong to one window
 
     bar = tqdm(total=n_obj * n_steps, desc="interactive", unit="prompt", disable=not progress, leave=False)
     for first in range(0, n_obj, batch_size):
@@ -342,7 +342,7 @@ def interactive_evaluation(
                 used += 2
             mask_input = None
             if step > 0 and use_mask_prompt:
-                mask_input = previous_masks if tiled else previous_low
+                mask_input = previous_masks if windows_vary else previous_low
             masks, _, low = predictor.predict(
                 points=all_points[index, :used] if used else None,
                 point_labels=all_labels[index, :used] if used else None,

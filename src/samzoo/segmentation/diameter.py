@@ -49,6 +49,12 @@ def model_object_diameter(model: Any) -> float:
     return value if value > 0 else DEFAULT_OBJECT_DIAMETER
 
 
+def declares_object_diameter(model: Any) -> bool:
+    """Whether ``model``'s metadata states the object diameter it was trained for (samzoo's
+    real-data models do; SAM and μSAM checkpoints do not)."""
+    return (getattr(model, "metadata", None) or {}).get("object_diameter") is not None
+
+
 def model_diameter_range(model: Any) -> tuple[float, float]:
     """The object diameters (px) ``model`` was trained on: metadata ``object_diameter``'s
     ``low``..``high``, else ``AUTO_TOLERANCE`` around its median."""

@@ -16,6 +16,14 @@ falls in -- and at most ``max_tiles_in_memory`` of them are kept in memory; full
 With an :class:`~samzoo.segmentation.embedding_cache.EmbeddingCache` every computed embedding is
 also stored on disk and later runs load it instead of running the encoder.
 
+Prompt zoom: a model trained on objects of one size (its metadata ``object_diameter``, stated by
+samzoo's real-data models) draws a much smaller object on a few cells of its mask decoder's
+low-resolution grid (4 image pixels a cell at native resolution) and sees a much larger one as parts. A box or mask prompt tells
+the object's size exactly, so with ``zoom_prompts`` each such prompt is decoded on its own window,
+sized so that the encoder -- which resizes every window to its input -- sees the object at the
+trained diameter (``zoom_window``). That costs one encoder call per prompt instead of one per
+image, which is why it is on by default only for models that state their object size.
+
 Coordinates are SAM's: points are ``(x, y)`` pixels of the original image, boxes
 ``(x0, y0, x1, y1)``. (``samzoo.visualize`` draws prompts in numpy's ``(y, x)`` order; convert
 with ``points[:, ::-1]`` / ``boxes[:, [1, 0, 3, 2]]``.)
@@ -44,6 +52,7 @@ from ...segmentation.embedding_cache import (
     tiling_descriptor,
     window_entry,
 )
+from ...segmentation.diameter import declares_object_diameter, model_object_diameter
 from ...segmentation.preprocess import as_image_stack, normalize_to_uint8_range
 from ...segmentation.tiling import BlendedMap, Tile, TileGrid, crop_padding, pad_window, stitch_into
 
@@ -224,16 +233,23 @@ class Predictor:
 
     ``progress`` shows tqdm bars over tiles; ``max_tiles_in_memory`` bounds how many tile
     embeddings interactive prompting keeps in memory (the disk cache keeps all of them).
+    ``zoom_prompts``: decode each box or mask prompt on a window that shows its object at the
+    model's trained diameter (module docstring); None (default) turns it on for models whose
+    metadata states an ``object_diameter``.
     """
 
-    def __init__(self, model: SamzooModel, *, progress: bool = False, max_tiles_in_memory: int = 1) -> None:
+    def __init__(self, model: SamzooModel, *, progress: bool = False, max_tiles_in_memory: int = 1,
+                 zoom_prompts: bool | None = None) -> None:
         if not isinstance(model, SamzooModel):
             raise InputError(f"Predictor needs a SamzooModel, got {type(model).__name__}")
         if max_tiles_in_memory < 1:
             raise InputError("max_tiles_in_memory must be >= 1")
+        if zoom_prompts is not None and not isinstance(zoom_prompts, bool):
+            raise InputError(f"zoom_prompts must be True, False or None (automatic), got {zoom_prompts!r}")
         self.model = model.eval()
         self.progress = progress
         self.max_tiles_in_memory = int(max_tiles_in_memory)
+        self.zoom_prompts = declares_object_diameter(model) if zoom_prompts is None else zoom_prompts
         self.encoder_calls = 0
         self.reset_image()
 
@@ -255,6 +271,12 @@ class Predictor:
     @property
     def is_tiled(self) -> bool:
         return self.grid is not None
+
+    @property
+    def prompt_windows_vary(self) -> bool:
+        """Whether prompts may be decoded on different windows (tiles or prompt zoom): then a mask
+        prompt must be a binary mask of the image, since low-resolution logits belong to one window."""
+        return self.is_tiled or self.zoom_prompts
 
     @property
     def config(self):
@@ -487,7 +509,8 @@ class Predictor:
 
         Returns ``masks`` bool (N, H, W), ``scores`` (N,) (predicted IoU) and ``low_res_logits``
         (N, L, L), prompt-major (N = B or 3 * B). On a tiled image each prompt is decoded on the
-        embedding of the tile that contains it, and its mask pasted into the full frame.
+        embedding of the tile that contains it, and with prompt zoom each box or mask prompt on its
+        own window (``zoom_window``); masks are pasted into the full frame.
         """
         self._require_image()
         shape = self.original_shape
@@ -561,8 +584,9 @@ class Predictor:
             logits = torch.as_tensor(array.reshape(-1, 1, low, low), dtype=torch.float32)
             if len(logits) not in (1, batch):
                 raise InputError(f"{len(logits)} mask prompts for {batch} prompts")
-            if self.is_tiled:
-                raise InputError("on a tiled image pass mask prompts as a binary mask of the image's shape")
+            if self.prompt_windows_vary:
+                reason = "a tiled image" if self.is_tiled else "prompt zoom (zoom_prompts)"
+                raise InputError(f"with {reason} pass mask prompts as a binary mask of the image's shape")
             return None, logits.expand(batch, -1, -1, -1).to(self.model.device)
         raise InputError(
             f"mask_input must be a binary mask of the image's shape {shape} or low-resolution logits "
@@ -571,13 +595,22 @@ class Predictor:
 
     def _group_by_window(self, coords, labels, boxes, masks_full, batch: int
                          ) -> list[tuple[Window, Padding, list[int]]]:
-        """Which (padded) window each prompt is decoded on: the whole image, or the tile containing it."""
-        if self.grid is None:
+        """Which (padded) window each prompt is decoded on: the whole image, the tile containing
+        it, or (prompt zoom) a window sized to its object."""
+        if self.grid is None and not self.zoom_prompts:
             return [(self.full_window, NO_PADDING, list(range(batch)))]
         groups: dict[tuple, list[int]] = {}
         for b in range(batch):
-            extent = self._prompt_extent(b, coords, labels, boxes, masks_full)
-            window, padding = self._window_for(extent)
+            sized = boxes is not None or (masks_full is not None and masks_full[b].any())
+            if self.grid is None and not sized:
+                window, padding = self.full_window, NO_PADDING
+            else:
+                extent = self._prompt_extent(b, coords, labels, boxes, masks_full)
+                if self.zoom_prompts and sized:
+                    window, padding = zoom_window(extent, self.original_shape, self.config.img_size,
+                                                  model_object_diameter(self.model)), NO_PADDING
+                else:
+                    window, padding = self._window_for(extent)
             key = (window[0].start, window[0].stop, window[1].start, window[1].stop, padding)
             groups.setdefault(key, []).append(b)
         return [((slice(k[0], k[1]), slice(k[2], k[3])), k[4], idx) for k, idx in groups.items()]
@@ -623,6 +656,29 @@ class Predictor:
         top = int(min(max(round(cy - th / 2), 0), height - th))
         left = int(min(max(round(cx - tw / 2), 0), width - tw))
         return (slice(top, top + th), slice(left, left + tw)), NO_PADDING
+
+
+MAX_PROMPT_ZOOM = 4.0
+"""Prompt zoom enlarges a small object at most this much: beyond it the encoder would see
+interpolated pixels, not more detail."""
+
+
+def zoom_window(extent: tuple[float, float, float, float], image_shape: tuple[int, int], img_size: int,
+                diameter: float) -> Window:
+    """The window on which a prompt of ``extent`` (x0, y0, x1, y1) is decoded with prompt zoom:
+    a square of side ``longest side x img_size / diameter`` centred on it -- the encoder resizes it
+    to ``img_size``, so the object appears ``diameter`` px across -- but at least the prompt plus
+    ``LARGE_PROMPT_MARGIN`` on each side and at most ``MAX_PROMPT_ZOOM`` x enlarged, clipped to
+    the image (a side longer than the image becomes the image's)."""
+    x0, y0, x1, y1 = extent
+    height, width = image_shape
+    longest = max(x1 - x0, y1 - y0, 1.0)
+    side = max(longest * img_size / diameter, longest * (1 + 2 * LARGE_PROMPT_MARGIN), img_size / MAX_PROMPT_ZOOM)
+    h, w = int(min(height, math.ceil(side))), int(min(width, math.ceil(side)))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    top = int(min(max(round(cy - h / 2), 0), height - h))
+    left = int(min(max(round(cx - w / 2), 0), width - w))
+    return (slice(top, top + h), slice(left, left + w))
 
 
 LARGE_PROMPT_MARGIN = 0.125

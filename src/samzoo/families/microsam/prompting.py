@@ -50,6 +50,7 @@ def segment_from_prompts(
     progress: bool = True,
     predictor: Predictor | None = None,
     return_scores: bool = False,
+    zoom_prompts: bool | None = None,
 ) -> "np.ndarray | tuple[np.ndarray, np.ndarray]":
     """Interactive segmentation of a 2D image -> uint32 labels, one object per prompt.
 
@@ -61,7 +62,8 @@ def segment_from_prompts(
     ``masks``: a mask prompt -- a binary mask of the image's shape (or SAM's low-res logits) that
     describes the object roughly; alone or with points/one box (one object). ``predictor``: reuse
     one whose image is already set (then ``image`` may be None). ``return_scores``: also return the
-    predicted IoU of each object (index i for label i + 1).
+    predicted IoU of each object (index i for label i + 1). ``zoom_prompts``: decode each box or
+    mask prompt at the model's trained object size (``Predictor``; default: for models that state it).
 
     >>> labels, scores = segment_from_prompts(image, model, masks=rough_mask, return_scores=True)  # doctest: +SKIP
     """
@@ -70,7 +72,7 @@ def segment_from_prompts(
         _, volume = as_image_stack(raw, is_volume=None)
         if volume:
             raise InputError(f"prompts work on 2D images; got a volume of shape {raw.shape}")
-        predictor = Predictor(model, progress=progress)
+        predictor = Predictor(model, progress=progress, zoom_prompts=zoom_prompts)
         predictor.set_image(raw[0] if raw.ndim == 4 else raw, tile_shape=tile_shape, halo=halo,
                             embedding_cache=as_embedding_cache(embedding_cache))
     shape = predictor.original_shape
