@@ -339,14 +339,17 @@ def test_fit_writes_checkpoints_logs_and_resumes_exactly(tmp_path):
 
 
 def test_frozen_parts_stay_unchanged(tmp_path):
-    cfg = small_config(tmp_path, freeze=["image_encoder", "prompt_encoder"])
+    cfg = small_config(tmp_path, freeze=["image_encoder", "prompt_encoder", "ais_decoder"])
     trainer = Trainer(cfg, progress=False)
     enc, prompt = _params(trainer.model.sam.image_encoder), _params(trainer.model.sam.prompt_encoder)
+    ais = _params(trainer.model.ais_decoder)  # weights and batch-norm running statistics
+    assert any("running_mean" in k for k in ais)
     mask_dec = _params(trainer.model.sam.mask_decoder)
     for _ in range(2):
         trainer.step()
     assert all(torch.equal(v, trainer.model.sam.image_encoder.state_dict()[k]) for k, v in enc.items())
     assert all(torch.equal(v, trainer.model.sam.prompt_encoder.state_dict()[k]) for k, v in prompt.items())
+    assert all(torch.equal(v, trainer.model.ais_decoder.state_dict()[k]) for k, v in ais.items())
     after = trainer.model.sam.mask_decoder.state_dict()
     assert any(not torch.equal(v, after[k]) for k, v in mask_dec.items())
     trainable = {id(p) for p in trainer.params}

@@ -37,14 +37,24 @@ from .targets import MIN_OBJECT_SIZE, ais_target
 
 def freeze(model: SamzooModel, parts: list[str]) -> None:
     """Switch off gradients of the named parts (``image_encoder`` ... ``ais_decoder``; the AIS
-    decoder's own layers only, its encoder is the image encoder)."""
+    decoder's own layers only, its encoder is the image encoder), and run their batch-norm layers
+    as at inference: in training mode they would normalise with the batch's statistics and
+    overwrite their running statistics, so a "frozen" AIS decoder would still change."""
     for part in parts:
         if part == "ais_decoder":
-            params = [p for n, p in model.ais_decoder.named_parameters() if not n.startswith("encoder.")]
+            modules = [m for n, m in model.ais_decoder.named_children() if n != "encoder"]
         else:
-            params = list(getattr(model.sam, part).parameters())
-        for p in params:
-            p.requires_grad_(False)
+            modules = [getattr(model.sam, part)]
+        for module in modules:
+            for p in module.parameters():
+                p.requires_grad_(False)
+            for layer in module.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.register_forward_pre_hook(_run_as_at_inference)
+
+
+def _run_as_at_inference(layer: torch.nn.Module, inputs) -> None:
+    layer.training = False
 
 
 def build_sampler(config: TrainConfig, sources: list[dict[str, Any]], augment: bool,
