@@ -271,7 +271,7 @@ def test_zoom_window_shows_the_object_at_the_trained_diameter():
     assert cols.stop - cols.start == int(np.ceil(100 * (1 + 2 * LARGE_PROMPT_MARGIN)))
 
 
-def test_prompt_zoom_decodes_a_small_box_on_its_enlarged_window(tiny_model):
+def test_prompt_zoom_decodes_a_small_box_on_its_enlarged_window(tiny_model, tmp_path):
     # noise-free: the crop's normalisation statistics equal the whole image's (two grey levels)
     image = disk_image((96, 128), centers=((30, 40), (60, 90)), radius=6, noise=0.0)
     model = SamzooModel(tiny_model.config, metadata={"object_diameter": {"median": 24.0}})
@@ -293,11 +293,16 @@ def test_prompt_zoom_decodes_a_small_box_on_its_enlarged_window(tiny_model):
     np.testing.assert_allclose(scores, crop_scores, atol=1e-6)
     # a point prompt has no size: it is decoded on the whole image's embedding
     groups = predictor._group_by_window(np.array([[[90.0, 60.0]]]), np.array([[1]]), None, None, 1)
-    assert groups == [(predictor.full_window, ((0, 0), (0, 0)), [0])]
+    assert groups == [(predictor.full_window, ((0, 0), (0, 0)), [0], True)]
     # low-resolution logits belong to one window: refused, a binary mask prompt works
     with pytest.raises(InputError, match="zoom_prompts"):
         predictor.predict(boxes=box, mask_input=np.zeros((1, predictor.low_res_size, predictor.low_res_size)))
     predictor.predict(boxes=box, mask_input=masks[0])
+    # a zoom window serves one prompt: it stays out of the disk cache (one entry per box otherwise)
+    cached = Predictor(model).set_image(image, embedding_cache=tmp_path / "emb")
+    cached.predict(boxes=box)
+    assert sorted(p.name for p in (tmp_path / "emb").rglob("*") if p.is_file()) == [
+        "full.json", "full.npy", "manifest.json"]
     # off on request, and off by default for a model that does not state its size
     assert not Predictor(model, zoom_prompts=False).zoom_prompts
     assert not Predictor(tiny_model).zoom_prompts

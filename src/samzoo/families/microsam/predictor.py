@@ -341,15 +341,15 @@ class Predictor:
         embedding, input_shape = self.model.embed(tensor)
         return WindowEmbedding(embedding, tuple(int(v) for v in input_shape), window, padding)
 
-    def _load_or_encode(self, window: Window, padding: Padding = NO_PADDING) -> WindowEmbedding:
+    def _load_or_encode(self, window: Window, padding: Padding = NO_PADDING, persist: bool = True) -> WindowEmbedding:
         entry = self._entry(window, padding)
-        if self._cache is not None:
+        if self._cache is not None and persist:
             stored = self._cache.load(self._cache_key, entry, expected_channels=self.config.prompt_embed_dim)
             if stored is not None:
                 embedding = torch.from_numpy(stored.embedding)[None].to(self.model.device)
                 return WindowEmbedding(embedding, stored.input_shape, window, padding)
         computed = self._encode(window, padding)
-        if self._cache is not None:
+        if self._cache is not None and persist:
             self._cache.save(self._cache_key, entry, computed.embedding[0].float().cpu().numpy(),
                              computed.input_shape, window)
         return computed
@@ -360,16 +360,19 @@ class Predictor:
         (t, b), (l, r) = padding
         return f"{window_entry(window)}_pad{t}-{b}-{l}-{r}"
 
-    def window_embedding(self, window: Window | None = None, padding: Padding = NO_PADDING) -> WindowEmbedding:
+    def window_embedding(self, window: Window | None = None, padding: Padding = NO_PADDING,
+                         persist: bool = True) -> WindowEmbedding:
         """The embedding of ``window`` (default: the whole image) padded by ``padding``
-        (``symmetric``, as a tile's ``padding``), kept in the in-memory LRU."""
+        (``symmetric``, as a tile's ``padding``), kept in the in-memory LRU and, when ``persist``,
+        in the disk cache (prompt-zoom windows are not: each serves one prompt, and a cache entry
+        per box would grow the cache by an embedding per object)."""
         self._require_image()
         window = self.full_window if window is None else window
         entry = self._entry(window, padding)
         if entry in self._memory:
             self._memory.move_to_end(entry)
             return self._memory[entry]
-        result = self._load_or_encode(window, padding)
+        result = self._load_or_encode(window, padding, persist)
         self._memory[entry] = result
         while len(self._memory) > self.max_tiles_in_memory:
             self._memory.popitem(last=False)
@@ -539,8 +542,8 @@ class Predictor:
         out_masks = np.zeros((batch * k, *shape), dtype=bool)
         out_scores = np.zeros(batch * k, dtype=np.float32)
         out_low = np.zeros((batch * k, low, low), dtype=np.float32)
-        for window, padding, index in groups:
-            emb = self.window_embedding(window, padding)
+        for window, padding, index, persist in groups:
+            emb = self.window_embedding(window, padding, persist)
             logits_in = None
             if masks_low is not None:
                 logits_in = masks_low[index]
@@ -594,26 +597,28 @@ class Predictor:
         )
 
     def _group_by_window(self, coords, labels, boxes, masks_full, batch: int
-                         ) -> list[tuple[Window, Padding, list[int]]]:
-        """Which (padded) window each prompt is decoded on: the whole image, the tile containing
-        it, or (prompt zoom) a window sized to its object."""
+                         ) -> list[tuple[Window, Padding, list[int], bool]]:
+        """Which (padded) window each prompt is decoded on -- the whole image, the tile containing
+        it, or (prompt zoom) a window sized to its object -- and whether that window's embedding
+        goes to the disk cache (not for prompt-zoom windows)."""
         if self.grid is None and not self.zoom_prompts:
-            return [(self.full_window, NO_PADDING, list(range(batch)))]
+            return [(self.full_window, NO_PADDING, list(range(batch)), True)]
         groups: dict[tuple, list[int]] = {}
         for b in range(batch):
             sized = boxes is not None or (masks_full is not None and masks_full[b].any())
+            zoomed = self.zoom_prompts and sized
             if self.grid is None and not sized:
                 window, padding = self.full_window, NO_PADDING
             else:
                 extent = self._prompt_extent(b, coords, labels, boxes, masks_full)
-                if self.zoom_prompts and sized:
+                if zoomed:
                     window, padding = zoom_window(extent, self.original_shape, self.config.img_size,
                                                   model_object_diameter(self.model)), NO_PADDING
                 else:
                     window, padding = self._window_for(extent)
-            key = (window[0].start, window[0].stop, window[1].start, window[1].stop, padding)
+            key = (window[0].start, window[0].stop, window[1].start, window[1].stop, padding, not zoomed)
             groups.setdefault(key, []).append(b)
-        return [((slice(k[0], k[1]), slice(k[2], k[3])), k[4], idx) for k, idx in groups.items()]
+        return [((slice(k[0], k[1]), slice(k[2], k[3])), k[4], idx, k[5]) for k, idx in groups.items()]
 
     def _prompt_extent(self, b, coords, labels, boxes, masks_full) -> tuple[float, float, float, float]:
         xs, ys = [], []
