@@ -18,11 +18,12 @@ also stored on disk and later runs load it instead of running the encoder.
 
 Prompt zoom: a model trained on objects of one size (its metadata ``object_diameter``, stated by
 samzoo's real-data models) draws a much smaller object on a few cells of its mask decoder's
-low-resolution grid (4 image pixels a cell at native resolution) and sees a much larger one as parts. A box or mask prompt tells
-the object's size exactly, so with ``zoom_prompts`` each such prompt is decoded on its own window,
-sized so that the encoder -- which resizes every window to its input -- sees the object at the
-trained diameter (``zoom_window``). That costs one encoder call per prompt instead of one per
-image, which is why it is on by default only for models that state their object size.
+low-resolution grid (4 image pixels a cell at native resolution) and sees a much larger one as
+parts. A box or mask prompt tells the object's size exactly, so with ``zoom_prompts`` each such
+prompt is decoded on its own window, sized so that the encoder -- which resizes every window to
+its input -- sees the object at the trained diameter (``zoom_window``). That costs one encoder
+call per prompt instead of one per image, which is why it is on by default only for models that
+state their object size.
 
 Coordinates are SAM's: points are ``(x, y)`` pixels of the original image, boxes
 ``(x0, y0, x1, y1)``. (``samzoo.visualize`` draws prompts in numpy's ``(y, x)`` order; convert
@@ -664,8 +665,8 @@ class Predictor:
 
 
 MAX_PROMPT_ZOOM = 4.0
-"""Prompt zoom enlarges a small object at most this much: beyond it the encoder would see
-interpolated pixels, not more detail."""
+"""Prompt zoom enlarges a small object at most this much: a speck of a few pixels blown up to the
+trained size would fill the window with interpolated pixels and leave it almost no context."""
 
 
 def zoom_window(extent: tuple[float, float, float, float], image_shape: tuple[int, int], img_size: int,
