@@ -659,31 +659,16 @@ class Predictor:
         tw = min(self.tile_shape[1] + 2 * self.halo[1], width)
         if y1 - y0 > th or x1 - x0 > tw:
             return large_prompt_window(extent, self.original_shape, (th, tw)), NO_PADDING
-        top = int(min(max(round(cy - th / 2), 0), height - th))
-        left = int(min(max(round(cx - tw / 2), 0), width - tw))
-        return (slice(top, top + th), slice(left, left + tw)), NO_PADDING
+        return window_around(extent, self.original_shape, th, tw), NO_PADDING
 
 
-MAX_PROMPT_ZOOM = 4.0
-"""Prompt zoom enlarges a small object at most this much: a speck of a few pixels blown up to the
-trained size would fill the window with interpolated pixels and leave it almost no context."""
-
-
-def zoom_window(extent: tuple[float, float, float, float], image_shape: tuple[int, int], img_size: int,
-                diameter: float) -> Window:
-    """The window on which a prompt of ``extent`` (x0, y0, x1, y1) is decoded with prompt zoom:
-    a square of side ``longest side x img_size / diameter`` centred on it -- the encoder resizes it
-    to ``img_size``, so the object appears ``diameter`` px across -- but at least the prompt plus
-    ``LARGE_PROMPT_MARGIN`` on each side and at most ``MAX_PROMPT_ZOOM`` x enlarged, clipped to
-    the image (a side longer than the image becomes the image's)."""
+def window_around(extent: tuple[float, float, float, float], image_shape: tuple[int, int], h: int, w: int) -> Window:
+    """An ``h`` x ``w`` window (each at most the image's side) centred on ``extent`` (x0, y0, x1, y1)
+    and moved inside the image where it would reach past an edge."""
     x0, y0, x1, y1 = extent
     height, width = image_shape
-    longest = max(x1 - x0, y1 - y0, 1.0)
-    side = max(longest * img_size / diameter, longest * (1 + 2 * LARGE_PROMPT_MARGIN), img_size / MAX_PROMPT_ZOOM)
-    h, w = int(min(height, math.ceil(side))), int(min(width, math.ceil(side)))
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    top = int(min(max(round(cy - h / 2), 0), height - h))
-    left = int(min(max(round(cx - w / 2), 0), width - w))
+    top = int(min(max(round((y0 + y1) / 2 - h / 2), 0), height - h))
+    left = int(min(max(round((x0 + x1) / 2 - w / 2), 0), width - w))
     return (slice(top, top + h), slice(left, left + w))
 
 
@@ -702,7 +687,23 @@ def large_prompt_window(extent: tuple[float, float, float, float], image_shape: 
     height, width = image_shape
     side = max(x1 - x0, y1 - y0) * (1 + 2 * LARGE_PROMPT_MARGIN)
     h, w = int(min(height, max(tile[0], math.ceil(side)))), int(min(width, max(tile[1], math.ceil(side))))
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    top = int(min(max(round(cy - h / 2), 0), height - h))
-    left = int(min(max(round(cx - w / 2), 0), width - w))
-    return (slice(top, top + h), slice(left, left + w))
+    return window_around(extent, image_shape, h, w)
+
+
+MAX_PROMPT_ZOOM = 4.0
+"""Prompt zoom enlarges a small object at most this much: a speck of a few pixels blown up to the
+trained size would fill the window with interpolated pixels and leave it almost no context."""
+
+
+def zoom_window(extent: tuple[float, float, float, float], image_shape: tuple[int, int], img_size: int,
+                diameter: float) -> Window:
+    """The window on which a prompt of ``extent`` (x0, y0, x1, y1) is decoded with prompt zoom:
+    a square of side ``longest side x img_size / diameter`` centred on it -- the encoder resizes it
+    to ``img_size``, so the object appears ``diameter`` px across -- but at least the prompt plus
+    ``LARGE_PROMPT_MARGIN`` on each side and at most ``MAX_PROMPT_ZOOM`` x enlarged, clipped to
+    the image (a side longer than the image becomes the image's)."""
+    x0, y0, x1, y1 = extent
+    height, width = image_shape
+    longest = max(x1 - x0, y1 - y0, 1.0)
+    side = max(longest * img_size / diameter, longest * (1 + 2 * LARGE_PROMPT_MARGIN), img_size / MAX_PROMPT_ZOOM)
+    return window_around(extent, image_shape, int(min(height, math.ceil(side))), int(min(width, math.ceil(side))))
