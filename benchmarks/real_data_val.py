@@ -10,7 +10,8 @@ Per set and model (the data layout: ``samzoo.training.split_data``):
 * ``baseline_msa`` / ``baseline_sa50``: Otsu + distance-transform watershed
   (``samzoo.evaluation.baseline.otsu_watershed``, defaults);
 * ``box_iou``: one box prompt per object (``evaluation.interactive``, iteration 0, up to
-  ``--max-objects`` objects per image, the same objects for every model) and ``filled_box_iou``:
+  ``--max-objects`` objects per image, the same objects for every model; with the model's own
+  prompt-zoom default, ``--no-zoom-prompts`` turns zoom off) and ``filled_box_iou``:
   the IoU of each of those objects with its own filled bounding box (what a model that returns
   the box would score). A useful box prompt beats the filled box.
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import samzoo  # noqa: F401  (torchvision fix first)
+from samzoo import Predictor
 from samzoo.evaluation.baseline import otsu_watershed
 from samzoo.evaluation.evaluate import score
 from samzoo.evaluation.interactive import interactive_evaluation, object_box
@@ -53,13 +55,15 @@ def baseline_scores(pairs) -> list[dict]:
     return [score(labels, otsu_watershed(image)) for _, image, labels in pairs]
 
 
-def model_scores(model, pairs, max_objects: int, params: dict | None = None, diameter=None) -> list[dict]:
+def model_scores(model, pairs, max_objects: int, params: dict | None = None, diameter=None,
+                 zoom_prompts: bool | None = None) -> list[dict]:
     rows = []
     for name, image, labels in pairs:
         options = {"diameter": diameter} if diameter is not None else {}
         pred = segment(image, model, mode="ais", progress=False, ais_params=params, **options)
         row = {"image": name, **score(labels, pred)}
-        inter = interactive_evaluation(image, labels, model, start="box", n_iterations=0,
+        prompted = Predictor(model, zoom_prompts=zoom_prompts).set_image(image)
+        inter = interactive_evaluation(None, labels, prompted, start="box", n_iterations=0,
                                        max_objects=max_objects, seed=0, progress=False)
         row["box_iou"] = inter.iterations[0].mean_iou
         row["filled_box_iou"] = filled_box_iou(labels, inter.object_ids)
@@ -80,10 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-objects", type=int, default=40)
     parser.add_argument("--max-images", type=int, default=None, help="first N images per set (quick looks)")
     parser.add_argument("--diameter", type=float, default=None, help="pass diameter= to segment (0: automatic)")
+    parser.add_argument("--no-zoom-prompts", action="store_true",
+                        help="decode each box on the whole image or its tile, not on a window at the trained object size")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    out: dict = {"split": args.split, "max_objects": args.max_objects, "sets": {}}
+    zoom_prompts = False if args.no_zoom_prompts else None
+    out: dict = {"split": args.split, "max_objects": args.max_objects, "zoom_prompts": zoom_prompts, "sets": {}}
     for set_name in args.sets:
         pairs = load_split(set_name, args.split, args.root)[: args.max_images]
         base = baseline_scores(pairs)
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.model:
             model = resolve_model(spec)
             started = time.perf_counter()
-            rows = model_scores(model, pairs, args.max_objects, diameter=args.diameter)
+            rows = model_scores(model, pairs, args.max_objects, diameter=args.diameter, zoom_prompts=zoom_prompts)
             result = {k: _mean(rows, k) for k in ("msa", "sa50", "box_iou", "filled_box_iou")}
             result["seconds"] = time.perf_counter() - started
             result["per_image"] = rows
