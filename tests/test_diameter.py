@@ -15,6 +15,7 @@ from samzoo.segmentation.diameter import (
     estimate_diameter,
     model_diameter_range,
     model_object_diameter,
+    model_prompt_diameter,
     resize_image,
     segment_at_diameter,
 )
@@ -99,6 +100,18 @@ def test_model_diameter_from_metadata(tiny_model):
     assert model_object_diameter(WithMeta()) == 42.0
 
 
+def test_prompt_diameter_is_the_stated_one_else_the_median(tiny_model):
+    class Meta:
+        def __init__(self, value):
+            self.metadata = {"object_diameter": value}
+
+    assert model_prompt_diameter(Meta({"median": 25.0, "prompt": 37.5})) == 37.5
+    assert model_prompt_diameter(Meta({"median": 25.0})) == 25.0
+    for broken in (0, -3, "big", float("nan"), None):  # a damaged value falls back to the median
+        assert model_prompt_diameter(Meta({"median": 25.0, "prompt": broken})) == 25.0
+    assert model_prompt_diameter(tiny_model) == DEFAULT_OBJECT_DIAMETER
+
+
 def test_segment_with_diameter_through_the_api(tiny_model):
     import samzoo
 
@@ -136,3 +149,10 @@ def test_build_real_records_the_trained_diameter_range(tiny_checkpoint, tmp_path
         build(tiny_checkpoint, tmp_path / "n.pt", name="m", description="d", object_diameter=25.0,
               object_diameter_range=(30.0, 54.0))
     assert not (tmp_path / "n.pt").exists()
+    out = build(tiny_checkpoint, tmp_path / "p.pt", name="m", description="d", object_diameter=25.0,
+                prompt_diameter=37.5)
+    assert load_checkpoint(str(out)).metadata["object_diameter"] == {"median": 25.0, "prompt": 37.5}
+    with pytest.raises(InputError, match="prompt diameter must be > 0"):
+        build(tiny_checkpoint, tmp_path / "q.pt", name="m", description="d", object_diameter=25.0,
+              prompt_diameter=0.0)
+    assert not (tmp_path / "q.pt").exists()

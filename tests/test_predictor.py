@@ -298,6 +298,12 @@ def test_prompt_zoom_decodes_a_small_box_on_its_enlarged_window(tiny_model, tmp_
     with pytest.raises(InputError, match="zoom_prompts"):
         predictor.predict(boxes=box, mask_input=np.zeros((1, predictor.low_res_size, predictor.low_res_size)))
     predictor.predict(boxes=box, mask_input=masks[0])
+    # a model that states a prompt diameter of its own is zoomed to that size, not to its median
+    model.metadata["object_diameter"]["prompt"] = 36.0
+    zoomed = Predictor(model).set_image(image)
+    groups = zoomed._group_by_window(None, None, np.asarray([box], dtype=float), None, 1)
+    assert [g[0] for g in groups] == [zoom_window(tuple(box), (96, 128), model.config.img_size, 36.0)]
+    assert groups[0][0] != window
     # a zoom window serves one prompt: it stays out of the disk cache (one entry per box otherwise)
     cached = Predictor(model).set_image(image, embedding_cache=tmp_path / "emb")
     cached.predict(boxes=box)

@@ -12,7 +12,8 @@ and rescaling inside it only loses detail; an estimate outside the range is brou
 
 The model's size comes from its metadata ``object_diameter``: ``median`` (px) and, where the card
 states it, the trained range ``low``..``high`` (10th..90th percentile of the training images'
-median object diameters, scale augmentation included). Without a range, ``AUTO_TOLERANCE``
+median object diameters, scale augmentation included) and ``prompt``, the size prompt zoom shows a
+prompted object at (``model_prompt_diameter``). Without a range, ``AUTO_TOLERANCE``
 around the median stands in for it; without metadata, ``DEFAULT_OBJECT_DIAMETER``. Shared by every family
 (it wraps a family's ``segment``); resizing uses scikit-image.
 """
@@ -47,6 +48,23 @@ def model_object_diameter(model: Any) -> float:
     except (TypeError, ValueError):
         return DEFAULT_OBJECT_DIAMETER
     return value if value > 0 else DEFAULT_OBJECT_DIAMETER
+
+
+def model_prompt_diameter(model: Any) -> float:
+    """The object diameter (px) prompt zoom shows a box or mask prompt's object at: metadata
+    ``object_diameter["prompt"]`` where the model states one, else its median.
+
+    Why a size of its own: the median is the size the model *finds* objects at best, but a box
+    prompt is decoded on the mask decoder's coarse grid (4 input pixels a cell), and a model may
+    draw an object's outline better when it is shown larger. Chosen per model on train images
+    (``build_real --prompt-diameter``)."""
+    value = (getattr(model, "metadata", None) or {}).get("object_diameter")
+    prompt = value.get("prompt") if isinstance(value, dict) else None
+    try:
+        prompt = float(prompt)
+    except (TypeError, ValueError):
+        return model_object_diameter(model)
+    return prompt if math.isfinite(prompt) and prompt > 0 else model_object_diameter(model)
 
 
 def declares_object_diameter(model: Any) -> bool:

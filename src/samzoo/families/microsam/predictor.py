@@ -21,7 +21,8 @@ samzoo's real-data models) draws a much smaller object on a few cells of its mas
 low-resolution grid (4 image pixels a cell at native resolution) and sees a much larger one as
 parts. A box or mask prompt tells the object's size exactly, so with ``zoom_prompts`` each such
 prompt is decoded on its own window, sized so that the encoder -- which resizes every window to
-its input -- sees the object at the trained diameter (``zoom_window``). That costs one encoder
+its input -- sees the object at the model's prompt diameter (``zoom_window``; metadata
+``object_diameter["prompt"]``, else the trained median: ``segmentation.diameter.model_prompt_diameter``). That costs one encoder
 call per prompt instead of one per image, which is why it is on by default only for models that
 state their object size.
 
@@ -53,7 +54,7 @@ from ...segmentation.embedding_cache import (
     tiling_descriptor,
     window_entry,
 )
-from ...segmentation.diameter import declares_object_diameter, model_object_diameter
+from ...segmentation.diameter import declares_object_diameter, model_prompt_diameter
 from ...segmentation.preprocess import as_image_stack, normalize_to_uint8_range
 from ...segmentation.tiling import BlendedMap, Tile, TileGrid, crop_padding, pad_window, stitch_into
 
@@ -235,7 +236,7 @@ class Predictor:
     ``progress`` shows tqdm bars over tiles; ``max_tiles_in_memory`` bounds how many tile
     embeddings interactive prompting keeps in memory (the disk cache keeps all of them).
     ``zoom_prompts``: decode each box or mask prompt on a window that shows its object at the
-    model's trained diameter (module docstring); None (default) turns it on for models whose
+    model's prompt diameter (module docstring); None (default) turns it on for models whose
     metadata states an ``object_diameter``.
     """
 
@@ -614,7 +615,7 @@ class Predictor:
                 extent = self._prompt_extent(b, coords, labels, boxes, masks_full)
                 if zoomed:
                     window, padding = zoom_window(extent, self.original_shape, self.config.img_size,
-                                                  model_object_diameter(self.model)), NO_PADDING
+                                                  model_prompt_diameter(self.model)), NO_PADDING
                 else:
                     window, padding = self._window_for(extent)
             key = (window[0].start, window[0].stop, window[1].start, window[1].stop, padding, not zoomed)
