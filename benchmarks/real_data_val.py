@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, default=None, help="first N images per set (quick looks)")
     parser.add_argument("--diameter", type=float, default=None, help="pass diameter= to segment (0: automatic)")
     parser.add_argument("--no-zoom-prompts", action="store_true",
-                        help="decode each box on the whole image or its tile, not on a window at the trained object size")
+                        help="decode each box on the whole image or its tile, not on a window sized to its object")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 

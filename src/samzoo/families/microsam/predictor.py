@@ -22,9 +22,9 @@ low-resolution grid (4 image pixels a cell at native resolution) and sees a much
 parts. A box or mask prompt tells the object's size exactly, so with ``zoom_prompts`` each such
 prompt is decoded on its own window, sized so that the encoder -- which resizes every window to
 its input -- sees the object at the model's prompt diameter (``zoom_window``; metadata
-``object_diameter["prompt"]``, else the trained median: ``segmentation.diameter.model_prompt_diameter``). That costs one encoder
-call per prompt instead of one per image, which is why it is on by default only for models that
-state their object size.
+``object_diameter["prompt"]``, else the trained median: ``segmentation.diameter.model_prompt_diameter``).
+That costs one encoder call per prompt instead of one per image, which is why it is on by default
+only for models that state their object size.
 
 Coordinates are SAM's: points are ``(x, y)`` pixels of the original image, boxes
 ``(x0, y0, x1, y1)``. (``samzoo.visualize`` draws prompts in numpy's ``(y, x)`` order; convert

@@ -6,11 +6,11 @@
 
 Records in the model's metadata: name, description, the median training-object diameter (what
 ``segment(..., diameter=)`` rescales to) and the trained range (where ``diameter=0`` leaves an
-image at its size; ``segmentation.diameter``), the size prompt zoom shows a prompted object at where it is not the
-median (chosen on train images: ``segmentation.diameter.model_prompt_diameter``), the run's recipe / iterations / CPU seconds (stamped by
-the trainer) and, when given, the val-split results; the AIS parameters stay those of the run's
-checkpoint. The choice of checkpoint is made before, by validation only
-(``benchmarks/real_data_val.py``).
+image at its size; ``segmentation.diameter``), the size prompt zoom shows a prompted object at
+where it is not the median (chosen on train images: ``segmentation.diameter.model_prompt_diameter``),
+the run's recipe / iterations / CPU seconds (stamped by the trainer) and, when given, the val-split
+results; the AIS parameters stay those of the run's checkpoint. The choice of checkpoint is made
+before, by validation only (``benchmarks/real_data_val.py``).
 """
 
 from __future__ import annotations
