@@ -11,7 +11,8 @@ Per set and model (the data layout: ``samzoo.training.split_data``):
   (``samzoo.evaluation.baseline.otsu_watershed``, defaults);
 * ``box_iou``: one box prompt per object (``evaluation.interactive``, iteration 0, up to
   ``--max-objects`` objects per image, the same objects for every model; with the model's own
-  prompt-zoom default, ``--no-zoom-prompts`` turns zoom off) and ``filled_box_iou``:
+  prompt-zoom and box-clipping defaults, ``--no-zoom-prompts`` / ``--no-clip-to-boxes`` turn them
+  off) and ``filled_box_iou``:
   the IoU of each of those objects with its own filled bounding box (what a model that returns
   the box would score). A useful box prompt beats the filled box.
 
@@ -56,13 +57,13 @@ def baseline_scores(pairs) -> list[dict]:
 
 
 def model_scores(model, pairs, max_objects: int, params: dict | None = None, diameter=None,
-                 zoom_prompts: bool | None = None) -> list[dict]:
+                 zoom_prompts: bool | None = None, clip_to_boxes: bool | None = None) -> list[dict]:
     rows = []
     for name, image, labels in pairs:
         options = {"diameter": diameter} if diameter is not None else {}
         pred = segment(image, model, mode="ais", progress=False, ais_params=params, **options)
         row = {"image": name, **score(labels, pred)}
-        prompted = Predictor(model, zoom_prompts=zoom_prompts).set_image(image)
+        prompted = Predictor(model, zoom_prompts=zoom_prompts, clip_to_boxes=clip_to_boxes).set_image(image)
         inter = interactive_evaluation(None, labels, prompted, start="box", n_iterations=0,
                                        max_objects=max_objects, seed=0, progress=False)
         row["box_iou"] = inter.iterations[0].mean_iou
@@ -86,11 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diameter", type=float, default=None, help="pass diameter= to segment (0: automatic)")
     parser.add_argument("--no-zoom-prompts", action="store_true",
                         help="decode each box on the whole image or its tile, not on a window sized to its object")
+    parser.add_argument("--no-clip-to-boxes", action="store_true",
+                        help="keep the pixels of each box's mask that lie outside the box")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
     zoom_prompts = False if args.no_zoom_prompts else None
-    out: dict = {"split": args.split, "max_objects": args.max_objects, "zoom_prompts": zoom_prompts, "sets": {}}
+    clip_to_boxes = False if args.no_clip_to_boxes else None
+    out: dict = {"split": args.split, "max_objects": args.max_objects, "zoom_prompts": zoom_prompts,
+                 "clip_to_boxes": clip_to_boxes, "sets": {}}
     for set_name in args.sets:
         pairs = load_split(set_name, args.split, args.root)[: args.max_images]
         base = baseline_scores(pairs)
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.model:
             model = resolve_model(spec)
             started = time.perf_counter()
-            rows = model_scores(model, pairs, args.max_objects, diameter=args.diameter, zoom_prompts=zoom_prompts)
+            rows = model_scores(model, pairs, args.max_objects, diameter=args.diameter, zoom_prompts=zoom_prompts,
+                                clip_to_boxes=clip_to_boxes)
             result = {k: _mean(rows, k) for k in ("msa", "sa50", "box_iou", "filled_box_iou")}
             result["seconds"] = time.perf_counter() - started
             result["per_image"] = rows

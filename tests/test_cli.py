@@ -62,11 +62,15 @@ def test_segment_with_prompts(capsys, tmp_path, tiny_checkpoint):
     labels = tifffile.imread(tmp_path / "p.tif")
     assert labels.shape == (96, 128) and set(np.unique(labels)) <= {0, 1, 2}
     # the shipped model states its object size, so its boxes are zoomed unless told not to
-    for flag, name in (([], "zoomed.tif"), (["--no-zoom-prompts"], "plain.tif")):
+    # and their masks clipped to the box unless told not to
+    for flag, name in (([], "zoomed.tif"), (["--no-zoom-prompts"], "plain.tif"), (["--no-clip-to-boxes"], "free.tif")):
         code, stdout, stderr = run(capsys, "segment", tmp_path / "img.png", "-o", tmp_path / name, "--model",
                                    "samzoo-lm-tiny", "--offline", "--boxes", "25,15,55,45", *flag, "-q")
         assert code == 0, stderr
         assert tifffile.imread(tmp_path / name).max() == 1
+    outside = np.ones((96, 128), dtype=bool)
+    outside[15:46, 25:56] = False
+    assert not tifffile.imread(tmp_path / "zoomed.tif")[outside].any()
 
 
 def test_segment_volume(capsys, tmp_path, tiny_checkpoint):
@@ -103,6 +107,7 @@ def write_bad_inputs(folder):
         (["segment", "{img}", "-o", "{tmp}/o.tif", "--tile-shape", "ab"], "--tile-shape"),
         (["segment", "{img}", "-o", "{tmp}/o.tif", "--points", "5,5", "--volume"], "2D images"),
         (["segment", "{img}", "-o", "{tmp}/o.tif", "--no-zoom-prompts"], "applies to --points/--boxes"),
+        (["segment", "{img}", "-o", "{tmp}/o.tif", "--points", "5,5", "--no-clip-to-boxes"], "applies to --boxes"),
         (["segment", "{img}"], "required: -o/--output"),
         (["segment", "{img}", "-o", "{tmp}/o.tif", "--bogus"], "unrecognized arguments"),
         (["segment", "{img}", "-o", "{tmp}/o.tif", "--model", "{tmp}/nope.pt"], "not found"),

@@ -298,12 +298,6 @@ def test_prompt_zoom_decodes_a_small_box_on_its_enlarged_window(tiny_model, tmp_
     with pytest.raises(InputError, match="zoom_prompts"):
         predictor.predict(boxes=box, mask_input=np.zeros((1, predictor.low_res_size, predictor.low_res_size)))
     predictor.predict(boxes=box, mask_input=masks[0])
-    # a model that states a prompt diameter of its own is zoomed to that size, not to its median
-    model.metadata["object_diameter"]["prompt"] = 36.0
-    zoomed = Predictor(model).set_image(image)
-    groups = zoomed._group_by_window(None, None, np.asarray([box], dtype=float), None, 1)
-    assert [g[0] for g in groups] == [zoom_window(tuple(box), (96, 128), model.config.img_size, 36.0)]
-    assert groups[0][0] != window
     # a zoom window serves one prompt: it stays out of the disk cache (one entry per box otherwise)
     cached = Predictor(model).set_image(image, embedding_cache=tmp_path / "emb")
     cached.predict(boxes=box)
@@ -314,6 +308,45 @@ def test_prompt_zoom_decodes_a_small_box_on_its_enlarged_window(tiny_model, tmp_
     assert not Predictor(tiny_model).zoom_prompts
     with pytest.raises(InputError, match="zoom_prompts"):
         Predictor(model, zoom_prompts="yes")
+    # a model that states a prompt diameter of its own is zoomed to that size, not to its median
+    model.metadata["object_diameter"]["prompt"] = 36.0
+    zoomed = Predictor(model).set_image(image)
+    groups = zoomed._group_by_window(None, None, np.asarray([box], dtype=float), None, 1)
+    assert [g[0] for g in groups] == [zoom_window(tuple(box), (96, 128), model.config.img_size, 36.0)]
+    assert groups[0][0] != window
+
+
+def test_box_masks_are_clipped_to_their_boxes_for_models_that_state_their_size(tiny_model):
+    from samzoo.families.microsam.predictor import clip_masks_to_boxes
+
+    # two touching disks: an unclipped mask of the left one may spill into the right one
+    image = disk_image((96, 128), centers=((48, 50), (48, 72)), radius=12, noise=0.0)
+    model = SamzooModel(tiny_model.config, metadata={"object_diameter": {"median": 24.0}})
+    model.load_state_dict(tiny_model.state_dict())
+    boxes = np.array([[38.0, 36.0, 61.0, 59.0], [0.0, 0.0, 20.0, 10.0]])
+    clipped = Predictor(model, zoom_prompts=False).set_image(image)
+    free = Predictor(model, zoom_prompts=False, clip_to_boxes=False).set_image(image)
+    assert clipped.clip_to_boxes and not free.clip_to_boxes and not Predictor(tiny_model).clip_to_boxes
+    masks, scores, logits = clipped.predict(boxes=boxes)
+    free_masks, free_scores, free_logits = free.predict(boxes=boxes)
+    for b, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
+        inside = np.zeros((96, 128), dtype=bool)
+        inside[y0:y1 + 1, x0:x1 + 1] = True  # the box's last row and column count as inside
+        assert not masks[b][~inside].any()
+        np.testing.assert_array_equal(masks[b][inside], free_masks[b][inside])
+    np.testing.assert_array_equal(logits, free_logits)  # the decoder's output itself is not touched
+    np.testing.assert_array_equal(scores, free_scores)
+    # random weights leak somewhere: the test has teeth only if clipping removed pixels
+    assert free_masks.sum() > masks.sum()
+    # points alone are not clipped (no box states the object's extent)
+    point_masks, _, _ = clipped.predict(points=[[50.0, 48.0]])
+    np.testing.assert_array_equal(point_masks, free.predict(points=[[50.0, 48.0]])[0])
+    # in place, per prompt, several candidates per box
+    stack = np.ones((6, 10, 10), dtype=bool)
+    clip_masks_to_boxes(stack, np.array([[2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 9.0, 9.0]]), 3)
+    assert stack[:3].sum() == 3 * 3 * 3 and stack[:3, 3:6, 2:5].all() and stack[3:].all()
+    with pytest.raises(InputError, match="clip_to_boxes"):
+        Predictor(model, clip_to_boxes="yes")
 
 
 # ------------------------------------------------------------------------------ embedding cache

@@ -165,6 +165,9 @@ def _add_segment(subparsers) -> None:
     p.add_argument("--no-zoom-prompts", action="store_true",
                    help="decode box prompts on the image as it is, not on a window that shows each object at the "
                         "size the model was trained for (the default for models that state it, e.g. samzoo-lm-tiny)")
+    p.add_argument("--no-clip-to-boxes", action="store_true",
+                   help="keep the pixels of a box prompt's mask that lie outside its box (clipped by default for "
+                        "models that state their object size, e.g. samzoo-lm-tiny)")
     p.add_argument("--no-embedding-cache", action="store_true",
                    help="do not read or write cached image embeddings")
     p.add_argument("--volume", action="store_true",
@@ -215,6 +218,8 @@ def _run_segment(args: argparse.Namespace) -> int:
             raise InputError("--diameter applies to automatic segmentation, not with --points/--boxes")
     elif args.no_zoom_prompts:
         raise InputError("--no-zoom-prompts applies to --points/--boxes")
+    if args.no_clip_to_boxes and args.boxes is None:
+        raise InputError("--no-clip-to-boxes applies to --boxes")
     if scale:
         if args.diameter is not None:
             raise InputError("--diameter applies to one image at a time, not to batches or blockwise runs")
@@ -246,10 +251,12 @@ def _run_segment(args: argparse.Namespace) -> int:
         if args.precision == "bfloat16":
             raise InputError("--precision bfloat16 applies to automatic segmentation, not with --points/--boxes")
         model = with_precision(model, args.precision)
-        zoom = {"zoom_prompts": False} if args.no_zoom_prompts else {}
+        choices = {"zoom_prompts": False} if args.no_zoom_prompts else {}
+        if args.no_clip_to_boxes:
+            choices["clip_to_boxes"] = False
         labels = segment_from_prompts(image, model, points=points, point_labels=point_labels, boxes=boxes,
                                       tile_shape=tile_shape, halo=halo, embedding_cache=cache, progress=progress,
-                                      **zoom)
+                                      **choices)
     else:
         size = {} if args.diameter is None else {"diameter": args.diameter}
         labels = segment(image, model, params=params or None, tile_shape=tile_shape, halo=halo,

@@ -26,6 +26,13 @@ its input -- sees the object at the model's prompt diameter (``zoom_window``; me
 That costs one encoder call per prompt instead of one per image, which is why it is on by default
 only for models that state their object size.
 
+Box clipping: a box prompt states its object's extent, so with ``clip_to_boxes`` a box prompt's
+mask keeps only the pixels inside its box (the box's last row and column included). Small decoders
+leak: a mask spills into the neighbouring nucleus or grows a stray blob elsewhere in a zoomed
+window, and no user wants a mask outside the box they drew. On by default, like prompt zoom, only
+for models that state their object size (samzoo's own), so SAM and μSAM checkpoints return what
+segment-anything and micro-sam return. The low-resolution logits are the decoder's, unclipped.
+
 Coordinates are SAM's: points are ``(x, y)`` pixels of the original image, boxes
 ``(x0, y0, x1, y1)``. (``samzoo.visualize`` draws prompts in numpy's ``(y, x)`` order; convert
 with ``points[:, ::-1]`` / ``boxes[:, [1, 0, 3, 2]]``.)
@@ -237,21 +244,24 @@ class Predictor:
     embeddings interactive prompting keeps in memory (the disk cache keeps all of them).
     ``zoom_prompts``: decode each box or mask prompt on a window that shows its object at the
     model's prompt diameter (module docstring); None (default) turns it on for models whose
-    metadata states an ``object_diameter``.
+    metadata states an ``object_diameter``. ``clip_to_boxes``: keep a box prompt's mask inside its
+    box (module docstring); None (default): the same models.
     """
 
     def __init__(self, model: SamzooModel, *, progress: bool = False, max_tiles_in_memory: int = 1,
-                 zoom_prompts: bool | None = None) -> None:
+                 zoom_prompts: bool | None = None, clip_to_boxes: bool | None = None) -> None:
         if not isinstance(model, SamzooModel):
             raise InputError(f"Predictor needs a SamzooModel, got {type(model).__name__}")
         if max_tiles_in_memory < 1:
             raise InputError("max_tiles_in_memory must be >= 1")
-        if zoom_prompts is not None and not isinstance(zoom_prompts, bool):
-            raise InputError(f"zoom_prompts must be True, False or None (automatic), got {zoom_prompts!r}")
+        for name, value in (("zoom_prompts", zoom_prompts), ("clip_to_boxes", clip_to_boxes)):
+            if value is not None and not isinstance(value, bool):
+                raise InputError(f"{name} must be True, False or None (automatic), got {value!r}")
         self.model = model.eval()
         self.progress = progress
         self.max_tiles_in_memory = int(max_tiles_in_memory)
         self.zoom_prompts = declares_object_diameter(model) if zoom_prompts is None else zoom_prompts
+        self.clip_to_boxes = declares_object_diameter(model) if clip_to_boxes is None else clip_to_boxes
         self.encoder_calls = 0
         self.reset_image()
 
@@ -565,6 +575,8 @@ class Predictor:
             out_masks[(rows, *window)] = binary.reshape(len(rows), *emb.window_shape)
             out_scores[rows] = iou.float().cpu().numpy().ravel()
             out_low[rows] = low_res.float().cpu().numpy().reshape(len(rows), low, low)
+        if self.clip_to_boxes and box_array is not None:
+            clip_masks_to_boxes(out_masks, box_array, k)
         return out_masks, out_scores, out_low
 
     def _split_mask_input(self, mask_input, batch: int) -> tuple[np.ndarray | None, torch.Tensor | None]:
@@ -661,6 +673,19 @@ class Predictor:
         if y1 - y0 > th or x1 - x0 > tw:
             return large_prompt_window(extent, self.original_shape, (th, tw)), NO_PADDING
         return window_around(extent, self.original_shape, th, tw), NO_PADDING
+
+
+def clip_masks_to_boxes(masks: np.ndarray, boxes: np.ndarray, per_box: int) -> None:
+    """Zero, in place, every pixel of ``masks`` (B * per_box, H, W; prompt-major) outside its box
+    (x0, y0, x1, y1); the pixel row and column at x1 / y1 stay, so inclusive and exclusive corners
+    both keep the whole object."""
+    height, width = masks.shape[1:]
+    for b, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=np.float64)):
+        top, left = max(int(math.floor(y0)), 0), max(int(math.floor(x0)), 0)
+        bottom, right = min(int(math.floor(y1)) + 1, height), min(int(math.floor(x1)) + 1, width)
+        inside = np.zeros((height, width), dtype=bool)
+        inside[top:bottom, left:right] = True
+        masks[b * per_box:(b + 1) * per_box] &= inside
 
 
 def window_around(extent: tuple[float, float, float, float], image_shape: tuple[int, int], h: int, w: int) -> Window:

@@ -51,6 +51,7 @@ def segment_from_prompts(
     predictor: Predictor | None = None,
     return_scores: bool = False,
     zoom_prompts: bool | None = None,
+    clip_to_boxes: bool | None = None,
 ) -> "np.ndarray | tuple[np.ndarray, np.ndarray]":
     """Interactive segmentation of a 2D image -> uint32 labels, one object per prompt.
 
@@ -63,7 +64,8 @@ def segment_from_prompts(
     describes the object roughly; alone or with points/one box (one object). ``predictor``: reuse
     one whose image is already set (then ``image`` may be None). ``return_scores``: also return the
     predicted IoU of each object (index i for label i + 1). ``zoom_prompts``: decode each box or
-    mask prompt at the model's trained object size (``Predictor``; default: for models that state it).
+    mask prompt at the model's prompt diameter, ``clip_to_boxes``: keep each box's mask inside the box
+    (``Predictor``; both by default for models that state their object size).
 
     >>> labels, scores = segment_from_prompts(image, model, masks=rough_mask, return_scores=True)  # doctest: +SKIP
     """
@@ -72,7 +74,7 @@ def segment_from_prompts(
         _, volume = as_image_stack(raw, is_volume=None)
         if volume:
             raise InputError(f"prompts work on 2D images; got a volume of shape {raw.shape}")
-        predictor = Predictor(model, progress=progress, zoom_prompts=zoom_prompts)
+        predictor = Predictor(model, progress=progress, zoom_prompts=zoom_prompts, clip_to_boxes=clip_to_boxes)
         predictor.set_image(raw[0] if raw.ndim == 4 else raw, tile_shape=tile_shape, halo=halo,
                             embedding_cache=as_embedding_cache(embedding_cache))
     shape = predictor.original_shape
