@@ -436,13 +436,16 @@ def test_shipped_default_model_is_small_tuned_and_documented():
 
     AisParams.from_dict(model.ais_params)  # valid, tuned parameters travel with the weights
     meta = model.metadata
-    # 0.2.0: fine-tuned from 0.1.0 on the real LM train splits (recipes/samzoo-lm-tiny-v2.yaml); the
-    # card's numbers are the val splits' beside the Otsu baseline, recorded by build_real
+    # 0.3.0: 0.2.0 (fine-tuned from 0.1.0 on the real LM train splits, recipes/samzoo-lm-tiny-v2.yaml) with its
+    # prompt path retrained (recipes/samzoo-lm-tiny-prompt-decoder.yaml); the card's numbers are the val
+    # splits' beside the Otsu baseline, recorded by build_real
     assert meta["parent"]["name"] == "samzoo-lm-tiny" and meta["training"]["iteration"] > 0
     assert meta["training"]["config"]["n_sub_iterations"] == 8
     for set_name in ("dsb2018-nuclei", "usiigaci-phase"):
         entry = meta["metrics"]["sets"][set_name]
-        assert entry["n_images"] > 0 and {"msa", "baseline_msa", "box_iou", "filled_box_iou"} <= set(entry)
+        assert entry["n_images"] > 0 and {"msa", "baseline_msa", "box_iou", "box_iou_without_clip",
+                                          "box_iou_without_zoom_or_clip",
+                                          "filled_box_iou"} <= set(entry)
     assert (resources.files("samzoo") / "data" / "sample_nuclei.tif").is_file()
 
 
