@@ -28,7 +28,7 @@ import torch
 import samzoo  # noqa: F401  (torchvision fix first)
 from samzoo import Predictor
 from samzoo.evaluation.interactive import object_box
-from samzoo.families.microsam.predictor import NO_PADDING, zoom_window
+from samzoo.families.microsam.predictor import NO_PADDING, clip_masks_to_boxes, zoom_window
 from samzoo.segmentation.api import resolve_model
 from samzoo.segmentation.diameter import model_prompt_diameter
 from samzoo.training.split_data import load_split
@@ -44,14 +44,14 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def clipped(mask: np.ndarray, box: np.ndarray, window, margin: float) -> np.ndarray:
     """``mask`` (window coordinates) without the pixels outside ``box`` (image coordinates) grown
-    by ``margin`` of its sides; the box's last row and column count as inside."""
+    by ``margin`` of its sides: ``clip_to_boxes``'s rule on a grown box."""
     x0, y0, x1, y1 = box
     dx, dy = margin * (x1 - x0), margin * (y1 - y0)
-    inside = np.zeros_like(mask)
-    top, left = max(int(np.floor(y0 - dy)) - window[0].start, 0), max(int(np.floor(x0 - dx)) - window[1].start, 0)
-    bottom, right = int(np.floor(y1 + dy)) + 1 - window[0].start, int(np.floor(x1 + dx)) + 1 - window[1].start
-    inside[top:max(bottom, 0), left:max(right, 0)] = True
-    return mask & inside
+    top, left = window[0].start, window[1].start
+    grown = np.asarray([[x0 - dx - left, y0 - dy - top, x1 + dx - left, y1 + dy - top]])
+    out = mask[None].copy()
+    clip_masks_to_boxes(out, grown, 1)
+    return out[0]
 
 
 def object_variants(predictor: Predictor, labels: np.ndarray, object_id: int) -> dict[str, float]:

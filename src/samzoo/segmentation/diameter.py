@@ -38,16 +38,25 @@ MIN_OBJECTS_FOR_ESTIMATE = 3
 MAX_SCALE_SIDE = 8192  # refuse rescaled images beyond this side (memory), with a one-line error
 
 
-def model_object_diameter(model: Any) -> float:
-    """The median object diameter (px) ``model`` was trained for (metadata), else the default."""
+def _stated_diameter(model: Any, key: str) -> float | None:
+    """Metadata ``object_diameter[key]`` (a bare number counts as the median) as a positive float,
+    else None: one reading of the metadata for every size the model states."""
     value = (getattr(model, "metadata", None) or {}).get("object_diameter")
     if isinstance(value, dict):
-        value = value.get("median")
+        value = value.get(key)
+    elif key != "median":
+        value = None
     try:
         value = float(value)
     except (TypeError, ValueError):
-        return DEFAULT_OBJECT_DIAMETER
-    return value if value > 0 else DEFAULT_OBJECT_DIAMETER
+        return None
+    return value if value > 0 else None
+
+
+def model_object_diameter(model: Any) -> float:
+    """The median object diameter (px) ``model`` was trained for (metadata), else the default."""
+    median = _stated_diameter(model, "median")
+    return DEFAULT_OBJECT_DIAMETER if median is None else median
 
 
 def model_prompt_diameter(model: Any) -> float:
@@ -58,13 +67,8 @@ def model_prompt_diameter(model: Any) -> float:
     prompt is decoded on the mask decoder's coarse grid (4 input pixels a cell), and a model may
     draw an object's outline better when it is shown larger. Chosen per model on train images
     (``build_real --prompt-diameter``)."""
-    value = (getattr(model, "metadata", None) or {}).get("object_diameter")
-    prompt = value.get("prompt") if isinstance(value, dict) else None
-    try:
-        prompt = float(prompt)
-    except (TypeError, ValueError):
-        return model_object_diameter(model)
-    return prompt if math.isfinite(prompt) and prompt > 0 else model_object_diameter(model)
+    prompt = _stated_diameter(model, "prompt")
+    return prompt if prompt is not None and math.isfinite(prompt) else model_object_diameter(model)
 
 
 def declares_object_diameter(model: Any) -> bool:
